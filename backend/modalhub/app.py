@@ -1,0 +1,77 @@
+"""The FastAPI application: ``create_app()`` and the lifespan that builds shared parts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from modalhub import __version__
+from modalhub.config import Settings
+from modalhub.hub import Hub
+from modalhub.ingest.endpoints import router as ingest_router
+from modalhub.jobs.endpoints import router as jobs_router
+from modalhub.jobs.processing import EventProcessor
+from modalhub.logging import configure_logging
+from modalhub.ops.health import router as ops_router
+from modalhub.storage.factory import build_blob_store, build_job_store
+from modalhub.storage.protocols import StoreUnavailableError
+from modalhub_sdk.signing import Verifier
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store, blobs = build_job_store(settings), build_blob_store(settings)
+        await store.open()
+        await blobs.open()
+        processor = EventProcessor(
+            store,
+            blobs,
+            batch_size=settings.process_batch_size,
+            sweep_interval=settings.sweep_interval_seconds,
+        )
+        verifier = (
+            Verifier(settings.signing_keys, tolerance=settings.signature_tolerance_seconds)
+            if settings.webhook_secrets
+            else None
+        )
+        if verifier is None:
+            log.warning("no webhook secret configured: every callback will be refused")
+        app.state.hub = Hub(settings, store, blobs, processor, verifier)
+        # The first round runs at once: it is the start-up sweep of entries a crash left.
+        task = asyncio.create_task(processor.run_forever(), name="event-processor")
+        log.info("hub started", store=settings.store.value, blobs=settings.blobs.value)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await blobs.close()
+            await store.close()
+
+    app = FastAPI(title="modalhub", version=__version__, lifespan=lifespan)
+    app.include_router(ingest_router)
+    app.include_router(jobs_router)
+    app.include_router(ops_router)
+
+    @app.exception_handler(StoreUnavailableError)
+    async def store_unavailable(_: Request, exc: StoreUnavailableError) -> JSONResponse:
+        log.warning("store unavailable", error=str(exc))
+        return JSONResponse(
+            {"detail": "store unavailable, retry later"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    return app

@@ -1,0 +1,124 @@
+"""Settings, read from the environment (prefix ``MODALHUB_``) and the seed's names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from modalhub_sdk.signing import parse_secrets
+
+# Values copied from documentation that must never protect a real deployment.
+PLACEHOLDER_SECRETS = {"your-webhook-secret-here", "your-webhook-secret", "changeme", "secret"}
+
+
+class StoreKind(StrEnum):
+    SQLITE = "sqlite"
+    FIRESTORE = "firestore"
+
+
+class BlobKind(StrEnum):
+    LOCAL = "local"
+    GCS = "gcs"
+
+
+class SqliteSynchronous(StrEnum):
+    # FULL fsyncs every (group) commit: survives power loss. NORMAL survives a
+    # process crash (kill -9) but may lose the last commits on power loss.
+    FULL = "FULL"
+    NORMAL = "NORMAL"
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MODALHUB_", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    # --- callbacks -------------------------------------------------------
+    webhook_secrets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices(
+            "MODALHUB_WEBHOOK_SECRET", "MODAL_WEBHOOK_SECRET", "webhook_secrets"
+        ),
+        description="One or several signing secrets (space/comma separated); any verifies.",
+    )
+    webhook_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "MODALHUB_WEBHOOK_BASE_URL", "WEBHOOK_BASE_URL", "webhook_base_url"
+        ),
+    )
+    dry_run: bool = Field(
+        default=False, validation_alias=AliasChoices("MODALHUB_DRY_RUN", "DRY_RUN", "dry_run")
+    )
+    signature_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+
+    # --- operators ---------------------------------------------------------
+    admin_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- backends ----------------------------------------------------------
+    store: StoreKind = StoreKind.SQLITE
+    blobs: BlobKind = BlobKind.LOCAL
+    data_dir: Path = Path(".modalhub")
+    sqlite_synchronous: SqliteSynchronous = SqliteSynchronous.FULL
+
+    # --- background processing ----------------------------------------------
+    sweep_interval_seconds: float = Field(default=15.0, gt=0)
+    process_batch_size: int = Field(default=256, ge=1, le=5000)
+
+    # --- logging -------------------------------------------------------------
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("webhook_secrets", "admin_tokens", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _no_placeholders(cls, secrets: list[str]) -> list[str]:
+        for secret in secrets:
+            if secret.lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(f"{secret!r} is a documentation placeholder, not a secret")
+        parse_secrets(secrets) if secrets else None  # malformed whsec_ fails here, not per request
+        return secrets
+
+    @field_validator("admin_tokens")
+    @classmethod
+    def _long_tokens(cls, tokens: list[str]) -> list[str]:
+        for token in tokens:
+            if len(token) < 16:
+                raise ValueError("admin tokens must be at least 16 characters")
+        return tokens
+
+    @model_validator(mode="after")
+    def _supported_backends(self) -> Settings:
+        if self.store is not StoreKind.SQLITE or self.blobs is not BlobKind.LOCAL:
+            raise ValueError(
+                "only MODALHUB_STORE=sqlite and MODALHUB_BLOBS=local are available in this build"
+            )
+        return self
+
+    @cached_property
+    def signing_keys(self) -> list[bytes]:
+        return parse_secrets(self.webhook_secrets)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "modalhub.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"

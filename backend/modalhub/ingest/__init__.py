@@ -1,0 +1,1 @@
+"""Callback ingestion: verify, store before ack, hand over to processing."""

@@ -1,0 +1,81 @@
+"""FastAPI dependency: read the raw body under a size cap and verify its signature."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from modalhub import metrics
+from modalhub.hub import HubDep
+from modalhub_sdk.signing import (
+    InvalidSignatureError,
+    MalformedHeaderError,
+    MissingHeaderError,
+    TimestampOutOfToleranceError,
+    VerifiedWebhook,
+    WebhookVerificationError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCallback:
+    body: bytes
+    webhook: VerifiedWebhook
+
+
+def reject(code: int, detail: str) -> HTTPException:
+    metrics.WEBHOOKS_RECEIVED.labels(str(code)).inc()
+    return HTTPException(code, detail)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def check_declared_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise reject(status.HTTP_400_BAD_REQUEST, "malformed Content-Length")
+        if int(declared) > limit:
+            raise reject(status.HTTP_413_CONTENT_TOO_LARGE, f"body exceeds {limit} bytes")
+
+
+async def read_body_capped(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:  # chunked bodies declare no length: stop reading at the cap
+            raise reject(status.HTTP_413_CONTENT_TOO_LARGE, f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def verified_callback(request: Request, hub: HubDep) -> VerifiedCallback:
+    limit = hub.settings.max_body_bytes
+    check_declared_length(request, limit)
+    if not _is_json(request.headers.get("content-type", "")):
+        raise reject(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json"
+        )
+    if hub.verifier is None:
+        raise reject(status.HTTP_401_UNAUTHORIZED, "no webhook secret is configured on the hub")
+    body = await read_body_capped(request, limit)
+    try:
+        webhook = hub.verifier.verify(body, request.headers)
+    except (MissingHeaderError, MalformedHeaderError) as exc:
+        raise reject(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    except (InvalidSignatureError, TimestampOutOfToleranceError) as exc:
+        raise reject(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
+    except WebhookVerificationError as exc:  # any future subclass: still the sender's fault
+        raise reject(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    return VerifiedCallback(body=body, webhook=webhook)
+
+
+VerifiedCallbackDep = Annotated[VerifiedCallback, Depends(verified_callback)]

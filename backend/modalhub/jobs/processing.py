@@ -1,0 +1,129 @@
+"""Apply stored inbox entries to their jobs, after the callback was acknowledged.
+
+One loop per process: woken by the ingest endpoint after each new entry, and every
+``sweep_interval`` seconds regardless, so entries left unprocessed by a crash (or by
+another replica that died) are picked up at start-up and then periodically. Applying an
+entry is transactional and skips entries already processed, so the loop is safe to run
+in every replica at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+import structlog
+from pydantic import ValidationError
+
+from modalhub import metrics
+from modalhub.ingest.schemas import CallbackEvent, EventType
+from modalhub.jobs.results import store_result
+from modalhub.jobs.state import StoredResult, apply_event
+from modalhub.storage.models import InboxEntry, Job
+from modalhub.storage.protocols import (
+    AppliedEntry,
+    BlobStore,
+    Decision,
+    JobStore,
+    StoreUnavailableError,
+    derived_job_id,
+)
+
+log = structlog.get_logger(__name__)
+
+
+async def process_entries(
+    store: JobStore, blobs: BlobStore, entries: Sequence[InboxEntry]
+) -> list[AppliedEntry]:
+    events: dict[str, CallbackEvent | None] = {}
+    for entry in entries:
+        try:
+            events[entry.event_id] = CallbackEvent.model_validate_json(entry.body)
+        except ValidationError:  # validated at ingest; only a schema change could do this
+            events[entry.event_id] = None
+
+    # Results first, create-only, for jobs that can still take them: a crash after this
+    # and before the transaction re-runs it harmlessly.
+    results: dict[str, StoredResult] = {}
+    for entry in entries:
+        event = events[entry.event_id]
+        if event is None or event.type is not EventType.SUCCESS or event.result is None:
+            continue
+        job = await store.get_job_by_call(event.call_id)
+        if job is not None and job.status.terminal:
+            continue
+        job_id = job.job_id if job else (event.metadata.job_id or derived_job_id(event.call_id))
+        results[entry.event_id] = await store_result(blobs, job_id=job_id, result=event.result)
+
+    now = time.time()
+
+    def decide(job: Job | None, entry: InboxEntry) -> Decision:
+        event = events.get(entry.event_id)
+        if event is None:
+            return Decision(job, "invalid: body no longer matches the event schema")
+        return apply_event(
+            job, event, signed_at=entry.signed_at, now=now, result=results.get(entry.event_id)
+        )
+
+    applied = await store.apply_inbox(entries, decide)
+    for item in applied:
+        outcome = "applied" if item.outcome == "applied" else "ignored"
+        metrics.EVENTS_PROCESSED.labels(item.entry.type, outcome).inc()
+        metrics.PROCESSING_LAG_SECONDS.observe(max(0.0, now - item.entry.received_at))
+        log.info(
+            "event processed",
+            event_id=item.entry.event_id,
+            call_id=item.entry.call_id,
+            job_id=item.job.job_id if item.job else None,
+            type=item.entry.type,
+            outcome=item.outcome,
+            status=item.job.status.value if item.job else None,
+        )
+    return applied
+
+
+class EventProcessor:
+    def __init__(
+        self, store: JobStore, blobs: BlobStore, *, batch_size: int, sweep_interval: float
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.batch_size = batch_size
+        self.sweep_interval = sweep_interval
+        self._wake = asyncio.Event()
+        self.last_round_ok: bool | None = None
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def drain(self) -> int:
+        """Process pending entries until none are left; return how many were handled."""
+        handled = 0
+        while True:
+            entries = await self.store.pending_inbox(limit=self.batch_size)
+            if entries:
+                await process_entries(self.store, self.blobs, entries)
+                handled += len(entries)
+            if len(entries) < self.batch_size:
+                return handled
+
+    async def run_forever(self) -> None:
+        delay = self.sweep_interval
+        while True:
+            self._wake.clear()
+            try:
+                await self.drain()
+                metrics.INBOX_BACKLOG.set(await self.store.count_pending_inbox())
+                self.last_round_ok, delay = True, self.sweep_interval
+            except StoreUnavailableError as exc:
+                self.last_round_ok, delay = False, min(self.sweep_interval, 1.0)
+                metrics.PROCESSOR_ERRORS.inc()
+                log.warning("processing paused: store unavailable", error=str(exc))
+            except Exception:
+                self.last_round_ok, delay = False, self.sweep_interval
+                metrics.PROCESSOR_ERRORS.inc()
+                log.exception("processing round failed; will retry")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)

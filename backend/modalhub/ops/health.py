@@ -1,0 +1,81 @@
+"""Liveness, readiness and the seed's webhook health report, from real checks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from modalhub.hub import Hub, HubDep
+
+router = APIRouter(tags=["operations"])
+
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+async def _check(probe: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(probe(), timeout=CHECK_TIMEOUT_SECONDS)
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+async def backend_checks(hub: Hub) -> dict[str, dict[str, Any]]:
+    store, blobs = await asyncio.gather(_check(hub.store.ping), _check(hub.blobs.ping))
+    return {
+        "store": {"backend": hub.settings.store.value, **store},
+        "blobs": {"backend": hub.settings.blobs.value, **blobs},
+    }
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(hub: HubDep) -> JSONResponse:
+    checks = await backend_checks(hub)
+    ready = all(check["ok"] for check in checks.values())
+    return JSONResponse(
+        {"ready": ready, "checks": checks},
+        status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+@router.get("/api/v3/webhooks/modal/health")
+async def webhook_health(hub: HubDep) -> JSONResponse:
+    checks = await backend_checks(hub)
+    backlog: int | None = None
+    if checks["store"]["ok"]:
+        backlog = await hub.store.count_pending_inbox()
+    healthy = all(check["ok"] for check in checks.values()) and hub.verifier is not None
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "service": "modal_webhook_handler",
+        "features": {
+            "hmac_verification": hub.verifier is not None,
+            "timestamp_verification": hub.verifier is not None,
+            "background_processing": hub.processor.last_round_ok is not False,
+            "batch_intelligence": False,
+        },
+        "checks": {
+            **checks,
+            "inbox": {"pending": backlog},
+            "secrets_configured": len(hub.settings.webhook_secrets),
+            "signature_tolerance_seconds": hub.settings.signature_tolerance_seconds,
+        },
+    }
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

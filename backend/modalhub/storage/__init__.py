@@ -1,0 +1,1 @@
+"""Storage protocols and their implementations (embedded default: SQLite + local directory)."""

@@ -1,0 +1,75 @@
+"""Records the stores keep: inbox entries and jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """A verified callback exactly as received, stored before it is acknowledged."""
+
+    event_id: str
+    call_id: str
+    type: str
+    body: bytes  # the raw signed JSON, so processing can always be re-run from it
+    signed_at: int  # the signed webhook timestamp (unix seconds)
+    received_at: float
+    processed_at: float | None = None
+    outcome: str | None = None
+
+
+@dataclass(slots=True)
+class Job:
+    job_id: str
+    call_id: str | None
+    status: JobStatus
+    created_at: float
+    updated_at: float
+    app: str | None = None
+    function: str | None = None
+    batch_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress_percent: float | None = None
+    progress_message: str | None = None
+    progress_at: int | None = None  # signed timestamp of the progress shown
+    result: dict[str, Any] | None = None  # small scalars only; the rest is in blobs
+    result_uris: dict[str, str] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    execution_time: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    events_seen: int = 0  # inbox entries processed for this job, each exactly once
+    last_event_at: int | None = None
+    completed_by: str | None = None  # which path set the terminal state ("webhook", ...)
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    """A JSON-ready copy of the job (the API and the stores share this shape)."""
+    return {name: getattr(job, name) for name in Job.__dataclass_fields__}
+
+
+def job_from_dict(data: dict[str, Any]) -> Job:
+    known = {key: value for key, value in data.items() if key in Job.__dataclass_fields__}
+    known["status"] = JobStatus(known["status"])
+    return Job(**known)
