@@ -66,8 +66,8 @@ def apply_event(
         return Decision(job, f"ignored: job already {job.status.value}")
 
     if event.type is EventType.STARTED:
-        if job.started_at is None:
-            job.started_at = signed_at
+        # A started event that arrives after progress still tells when the call began.
+        job.started_at = min(job.started_at or signed_at, signed_at)
         if job.status is JobStatus.PENDING:
             job.status = JobStatus.RUNNING
             return Decision(job, "applied")

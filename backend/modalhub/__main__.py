@@ -1,0 +1,3 @@
+from modalhub.cli import main
+
+main()

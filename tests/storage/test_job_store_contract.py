@@ -1,0 +1,116 @@
+"""The JobStore contract: create-if-absent inbox, transactional apply, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from modalhub.storage.models import InboxEntry, Job, JobStatus
+from modalhub.storage.protocols import Decision, JobStore
+
+
+def entry(event_id: str, call_id: str = "fc-1", type_: str = "function.progress") -> InboxEntry:
+    body = json.dumps({"type": type_, "call_id": call_id}).encode()
+    return InboxEntry(event_id, call_id, type_, body, signed_at=1, received_at=time.time())
+
+
+def count_events(job: Job | None, e: InboxEntry) -> Decision:
+    """A stand-in decision: one job per call, counting the entries applied to it."""
+    if job is None:
+        job = Job(
+            job_id=f"job-{e.call_id}",
+            call_id=e.call_id,
+            status=JobStatus.PENDING,
+            created_at=1.0,
+            updated_at=1.0,
+        )
+    job.events_seen += 1
+    job.status = JobStatus.RUNNING
+    return Decision(job, "applied")
+
+
+async def test_inbox_is_create_if_absent(job_store: JobStore) -> None:
+    assert await job_store.put_inbox(entry("e1")) is True
+    assert await job_store.put_inbox(entry("e1")) is False
+    assert [e.event_id for e in await job_store.pending_inbox(limit=10)] == ["e1"]
+
+
+async def test_concurrent_puts_of_one_id_create_once(job_store: JobStore) -> None:
+    results = await asyncio.gather(*(job_store.put_inbox(entry("same")) for _ in range(50)))
+    assert results.count(True) == 1
+    assert await job_store.count_pending_inbox() == 1
+
+
+async def test_pending_is_oldest_first_and_limited(job_store: JobStore) -> None:
+    for index in range(5):
+        await job_store.put_inbox(entry(f"e{index}"))
+    pending = await job_store.pending_inbox(limit=3)
+    assert [e.event_id for e in pending] == ["e0", "e1", "e2"]
+
+
+async def test_apply_marks_processed_and_writes_job(job_store: JobStore) -> None:
+    entries = [entry("e1"), entry("e2"), entry("e3", call_id="fc-2")]
+    for e in entries:
+        await job_store.put_inbox(e)
+    applied = await job_store.apply_inbox(entries, count_events)
+    assert [a.outcome for a in applied] == ["applied"] * 3
+    assert await job_store.pending_inbox(limit=10) == []
+    job = await job_store.get_job_by_call("fc-1")
+    assert job is not None and job.events_seen == 2
+    assert (await job_store.get_job("job-fc-2")) is not None
+    assert await job_store.get_job("job-nope") is None
+
+
+async def test_apply_is_exactly_once_under_repeats_and_concurrency(job_store: JobStore) -> None:
+    entries = [entry(f"e{index}") for index in range(20)]
+    for e in entries:
+        await job_store.put_inbox(e)
+    # The same entries applied by several concurrent rounds (replicas, the sweeper) ...
+    rounds = await asyncio.gather(*(job_store.apply_inbox(entries, count_events) for _ in range(4)))
+    # ... and once more afterwards.
+    rounds.append(await job_store.apply_inbox(entries, count_events))
+    assert sum(len(r) for r in rounds) == 20
+    job = await job_store.get_job_by_call("fc-1")
+    assert job is not None and job.events_seen == 20
+
+
+async def test_a_failing_decision_leaves_the_entry_pending(job_store: JobStore) -> None:
+    await job_store.put_inbox(entry("ok"))
+    await job_store.put_inbox(entry("bad", call_id="fc-bad"))
+
+    def decide(job: Job | None, e: InboxEntry) -> Decision:
+        if e.call_id == "fc-bad":
+            raise RuntimeError("decision failed")
+        return count_events(job, e)
+
+    with pytest.raises(RuntimeError):
+        await job_store.apply_inbox(await job_store.pending_inbox(limit=10), decide)
+    # Nothing half-applied: the failing entry is still pending and has no job.
+    assert "bad" in [e.event_id for e in await job_store.pending_inbox(limit=10)]
+    assert await job_store.get_job_by_call("fc-bad") is None
+
+
+async def test_new_job_id_taken_by_another_call_falls_back(job_store: JobStore) -> None:
+    def named(job: Job | None, e: InboxEntry) -> Decision:
+        job = job or Job(
+            job_id="job-shared",
+            call_id=e.call_id,
+            status=JobStatus.RUNNING,
+            created_at=1.0,
+            updated_at=1.0,
+        )
+        return Decision(job, "applied")
+
+    for e in (entry("a", call_id="fc-a"), entry("b", call_id="fc-b")):
+        await job_store.put_inbox(e)
+        await job_store.apply_inbox([e], named)
+    first, second = await job_store.get_job_by_call("fc-a"), await job_store.get_job_by_call("fc-b")
+    assert first is not None and first.job_id == "job-shared"
+    assert second is not None and second.job_id == "job-fc-b"
+
+
+async def test_ping(job_store: JobStore) -> None:
+    await job_store.ping()
