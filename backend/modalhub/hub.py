@@ -22,7 +22,7 @@ class Hub:
     verifier: Verifier | None  # None when no secret is configured: every callback is refused
 
 
-def get_hub(request: Request) -> Hub:
+async def get_hub(request: Request) -> Hub:
     hub: Hub = request.app.state.hub
     return hub
 

@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request, status
 from modalhub.hub import HubDep
 
 
-def require_operator(request: Request, hub: HubDep) -> None:
+async def require_operator(request: Request, hub: HubDep) -> None:
     tokens = hub.settings.admin_tokens
     if not tokens:
         raise HTTPException(

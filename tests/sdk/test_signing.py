@@ -164,6 +164,17 @@ def test_verified_webhook_is_frozen(verifier: Verifier) -> None:
         result.timestamp = 0  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("length", [1, 32, 63, 64, 65, 88, 200])
+def test_any_key_length_verifies(length: int) -> None:
+    # HMAC hashes keys longer than the SHA-256 block (64 bytes) first; `openssl rand -base64 64`
+    # secrets are 88 characters long.
+    key = bytes((7 * i + 3) % 256 for i in range(length))
+    verifier = Verifier(key)
+    assert verifier.verify(BODY, _std_headers(key=key), now=NOW).event_id == MSG_ID
+    with pytest.raises(InvalidSignatureError):
+        verifier.verify(BODY, _std_headers(key=key + b"x"), now=NOW)
+
+
 # --- missing headers ---
 
 

@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from modalhub import metrics
-from modalhub.hub import HubDep
 from modalhub.ingest.schemas import CallbackEvent
 from modalhub.ingest.verification import VerifiedCallbackDep, reject
 from modalhub.storage.models import InboxEntry
@@ -39,7 +38,8 @@ def _validation_detail(exc: ValidationError) -> list[dict[str, object]]:
         503: {"description": "Store unavailable: nothing was stored, retry after Retry-After"},
     },
 )
-async def receive_callback(callback: VerifiedCallbackDep, hub: HubDep) -> JSONResponse:
+async def receive_callback(callback: VerifiedCallbackDep) -> JSONResponse:
+    hub = callback.hub
     started = time.perf_counter()
     try:
         event = CallbackEvent.model_validate_json(callback.body)

@@ -1,23 +1,23 @@
 """The embedded job store: one SQLite file in WAL mode, written with group commit.
 
-Every operation runs on one writer thread that owns the connection. The thread takes
-whatever operations are queued (up to ``max_batch``), runs each inside its own
-savepoint of one transaction and commits once, so a burst of callbacks costs one
-commit (one fsync with synchronous=FULL) instead of one each. A caller's future is
-resolved only after the commit returned: nothing is acknowledged before it is durable.
+Operations are queued; one flusher task takes whatever is queued (up to ``max_batch``),
+runs each operation inside its own savepoint of one transaction on the event loop's
+thread (point reads and writes take microseconds; a thread hop per operation would cost
+more), and commits once, so a burst of callbacks costs one commit instead of one each.
+With synchronous=FULL the commit's fsync runs in a worker thread so the loop keeps
+accepting requests, which queue up for the next batch. A caller's future is resolved
+only after the commit returned: nothing is acknowledged before it is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
@@ -31,11 +31,9 @@ from modalhub.storage.protocols import (
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
-_Item = tuple[Operation, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
-_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
-_STOP = object()
+_Queued = tuple[Operation, "asyncio.Future[Any]", bool]
+LOCK_WAIT_SECONDS = 10.0  # how long to wait for another process's write lock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -68,33 +66,38 @@ _INBOX_COLUMNS = "event_id, call_id, type, body, signed_at, received_at, process
 class SqliteStore:
     def __init__(self, path: Path, *, synchronous: str = "FULL", max_batch: int = 1024) -> None:
         self.path = path
-        self.synchronous = synchronous
+        self.synchronous = synchronous.upper()
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._fatal: BaseException | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[_Queued] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._thread = threading.Thread(
-            target=self._writer,
-            args=(ready, asyncio.get_running_loop()),
-            daemon=True,
-            name="sqlite-writer",
-        )
-        self._thread.start()
-        await ready
+        self._conn = await asyncio.to_thread(self._connect)
 
     async def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)  # let queued writes finish
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=10000")  # only while setting up
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.executescript(SCHEMA)
+        conn.execute("PRAGMA busy_timeout=0")  # from now on _begin() waits, asynchronously
+        return conn
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT count(*) FROM jobs LIMIT 1").fetchone())
+        await self._run(
+            lambda conn: conn.execute("SELECT count(*) FROM jobs LIMIT 1").fetchone(),
+            single_statement=True,
+        )
 
     # --- inbox --------------------------------------------------------------
     async def put_inbox(self, entry: InboxEntry) -> bool:
@@ -113,7 +116,7 @@ class SqliteStore:
             )
             return cursor.rowcount == 1
 
-        return bool(await self._run(op))
+        return bool(await self._run(op, single_statement=True))
 
     async def pending_inbox(self, *, limit: int) -> list[InboxEntry]:
         def op(conn: sqlite3.Connection) -> list[InboxEntry]:
@@ -124,7 +127,7 @@ class SqliteStore:
             ).fetchall()
             return [InboxEntry(*row) for row in rows]
 
-        result: list[InboxEntry] = await self._run(op)
+        result: list[InboxEntry] = await self._run(op, single_statement=True)
         return result
 
     async def count_pending_inbox(self) -> int:
@@ -132,7 +135,7 @@ class SqliteStore:
             row = conn.execute("SELECT count(*) FROM inbox WHERE processed_at IS NULL").fetchone()
             return int(row[0])
 
-        result: int = await self._run(op)
+        result: int = await self._run(op, single_statement=True)
         return result
 
     async def get_inbox(self, event_id: str) -> InboxEntry | None:
@@ -142,7 +145,7 @@ class SqliteStore:
             ).fetchone()
             return InboxEntry(*row) if row else None
 
-        result: InboxEntry | None = await self._run(op)
+        result: InboxEntry | None = await self._run(op, single_statement=True)
         return result
 
     async def apply_inbox(
@@ -178,94 +181,92 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> Job | None:
             return _load_job(conn, column, value)
 
-        result: Job | None = await self._run(op)
+        result: Job | None = await self._run(op, single_statement=True)
         return result
 
-    # --- the writer thread ----------------------------------------------------
-    async def _run(self, operation: Operation) -> Any:
-        if self._thread is None or self._fatal is not None:
-            raise StoreUnavailableError(f"sqlite store is not open: {self._fatal or 'closed'}")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((operation, future, loop))
+    # --- group commit ----------------------------------------------------------
+    async def _run(self, operation: Operation, *, single_statement: bool = False) -> Any:
+        """Run ``operation`` in the next group commit. One SQL statement is atomic by
+        itself; anything longer gets a savepoint so its failure undoes only its own work."""
+        if self._conn is None:
+            raise StoreUnavailableError("sqlite store is not open")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((operation, future, single_statement))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
         return await future
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA busy_timeout=10000")  # other worker processes share the file
-        conn.executescript(SCHEMA)
-        return conn
-
-    def _writer(self, ready: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            conn = self._connect()
-        except BaseException as exc:  # report to open() instead of dying silently
-            self._fatal = exc
-            failed: list[_Outcome] = [(ready, None, exc)]
-            loop.call_soon_threadsafe(_settle, failed)
-            return
-        opened: list[_Outcome] = [(ready, None, None)]
-        loop.call_soon_threadsafe(_settle, opened)
-        stopping = False
-        while not stopping:
-            batch: list[_Item] = []
-            item = self._queue.get()
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)  # type: ignore[arg-type]
-                if len(batch) >= self.max_batch:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._commit_batch(conn, batch)
-        conn.close()
-
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for operation, future, _ in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = operation(conn)
-                except sqlite3.OperationalError:
-                    raise  # the database itself is failing: fail the whole batch
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    outcomes.append((future, None, exc))
+    async def _flush(self) -> None:
+        # Starting as a task lets every request already read in this loop iteration
+        # queue its operation first: they all share the next commit.
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            outcomes = await self._commit_batch(batch)
+            for (_, future, _), (value, error) in zip(batch, outcomes, strict=True):
+                if future.done():  # the caller went away (cancelled request); the write stands
+                    continue
+                if error is not None:
+                    future.set_exception(error)
                 else:
-                    conn.execute("RELEASE op")
-                    outcomes.append((future, value, None))
-            conn.execute("COMMIT")
+                    future.set_result(value)
+
+    async def _begin(self, conn: sqlite3.Connection) -> None:
+        # Another worker process may hold the write lock: wait for it without blocking
+        # this event loop (busy_timeout is 0 on the connection).
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        delay = 0.0005
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    async def _commit_batch(self, batch: list[_Queued]) -> list[tuple[Any, BaseException | None]]:
+        conn = self._conn
+        if conn is None:
+            return [(None, StoreUnavailableError("sqlite store is closed"))] * len(batch)
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            await self._begin(conn)
+            for operation, _, single_statement in batch:
+                if single_statement:
+                    outcomes.append(_call(operation, conn))
+                    continue
+                # A savepoint per operation: a failing one must not undo the others.
+                conn.execute("SAVEPOINT op")
+                value, error = _call(operation, conn)
+                if error is not None:
+                    conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append((value, error))
+            if self.synchronous == "FULL":
+                # The fsync happens off the event loop; the connection is not touched by
+                # anything else meanwhile because the next batch waits for this one.
+                await asyncio.to_thread(conn.execute, "COMMIT")
+            else:
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             log.error("sqlite commit failed", error=str(exc), batch=len(batch))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             failure = StoreUnavailableError(f"sqlite: {exc}")
-            outcomes = [(future, None, failure) for _, future, _ in batch]
-        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        for (_, _, loop), outcome in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(loop, []).append(outcome)
-        for loop, items in by_loop.items():
-            loop.call_soon_threadsafe(_settle, items)
+            return [(None, failure)] * len(batch)
+        return outcomes
 
 
-def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, value, error in items:
-        if future.done():  # the caller went away (cancelled request); the write stands
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
+def _call(operation: Operation, conn: sqlite3.Connection) -> tuple[Any, BaseException | None]:
+    try:
+        return operation(conn), None
+    except sqlite3.OperationalError:
+        raise  # the database itself is failing: fail the whole batch
+    except Exception as exc:
+        return None, exc
 
 
 def _load_job(conn: sqlite3.Connection, column: str, value: str) -> Job | None:
