@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from modalhub import __version__
 from modalhub.config import Settings
 from modalhub.hub import Hub
-from modalhub.ingest.endpoints import router as ingest_router
+from modalhub.ingest import endpoints as ingest
+from modalhub.ingest.schemas import CallbackEvent
 from modalhub.jobs.endpoints import router as jobs_router
 from modalhub.jobs.processing import EventProcessor
 from modalhub.logging import configure_logging
@@ -39,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             blobs,
             batch_size=settings.process_batch_size,
             sweep_interval=settings.sweep_interval_seconds,
+            gather_seconds=settings.process_gather_seconds,
         )
         verifier = (
             Verifier(settings.signing_keys, tolerance=settings.signature_tolerance_seconds)
@@ -61,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await store.close()
 
     app = FastAPI(title="modalhub", version=__version__, lifespan=lifespan)
-    app.include_router(ingest_router)
+    app.add_route(ingest.CALLBACK_PATH, ingest.receive_callback, methods=["POST"])
     app.include_router(jobs_router)
     app.include_router(ops_router)
 
@@ -74,4 +78,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers={"Retry-After": "5"},
         )
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema["paths"][ingest.CALLBACK_PATH] = ingest.OPENAPI_PATH
+            event = CallbackEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(event.pop("$defs", {}))
+            components["CallbackEvent"] = event
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

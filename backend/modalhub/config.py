@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     # --- background processing ----------------------------------------------
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
     process_batch_size: int = Field(default=256, ge=1, le=5000)
+    process_gather_seconds: float = Field(default=0.02, ge=0, le=5)
 
     # --- logging -------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = "auto"

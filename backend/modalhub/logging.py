@@ -41,7 +41,6 @@ def configure_logging(*, fmt: str = "auto", level: str = "info") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
     ]
@@ -50,10 +49,18 @@ def configure_logging(*, fmt: str = "auto", level: str = "info") -> None:
         if json_output
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    # The hub's own records bypass the standard library (the bridge costs several
+    # times more per line); uvicorn's records are rendered by the same processors below.
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[
+            *shared,
+            *([structlog.processors.format_exc_info] if json_output else []),
+            renderer,
+        ],
+        logger_factory=structlog.WriteLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         cache_logger_on_first_use=True,
     )
     # Route the standard library's records (uvicorn's included) through the same pipeline.
@@ -76,6 +83,16 @@ def configure_logging(*, fmt: str = "auto", level: str = "info") -> None:
         logging.getLogger(name).propagate = True
     # uvicorn turns propagation off for its access log when --access-log is not given.
     logging.getLogger("uvicorn.access").handlers[:] = []
+
+
+class _CurrentStderr:
+    """Whatever sys.stderr is at write time (test runners and daemons replace it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def _identity(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

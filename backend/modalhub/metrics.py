@@ -24,7 +24,13 @@ PROCESSING_LAG_SECONDS = Histogram(
     "From the durable store of a callback to its application to the job.",
     buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
 )
-INBOX_BACKLOG = Gauge("modalhub_inbox_backlog", "Unprocessed inbox entries at the last sweep.")
+INBOX_BACKLOG = Gauge(
+    "modalhub_inbox_backlog", "Unprocessed inbox entries, counted at scrape time."
+)
 PROCESSOR_ERRORS = Counter(
     "modalhub_processor_errors_total", "Processing rounds that failed and will be retried."
 )
+
+# Children bound once: a labels() lookup per request is measurable on the ingest path.
+RECEIVED_ACCEPTED = WEBHOOKS_RECEIVED.labels("accepted")
+RECEIVED_DUPLICATE = WEBHOOKS_RECEIVED.labels("duplicate")

@@ -153,3 +153,18 @@ async def test_replay_with_fresh_timestamp_is_refused(client: httpx.AsyncClient)
     headers["webhook-timestamp"] = str(int(time.time()))  # captured request, new timestamp
     response = await client.post(CALLBACK_PATH, content=body, headers=headers)
     assert response.status_code == 401
+
+
+async def test_unsigned_modal_webhook_id_cannot_defeat_dedupe(
+    client: httpx.AsyncClient, hub: Hub
+) -> None:
+    raw = json.dumps(event("function.success", "fc-swap", result={"a": 1})).encode()
+    headers = sign_modal(raw, hub.settings.webhook_secrets, event_id="id-1")
+    headers["Content-Type"] = "application/json"
+    first = await client.post(CALLBACK_PATH, content=raw, headers=headers)
+    # A captured request replayed with another (unsigned) X-Modal-Webhook-Id.
+    replay = await client.post(
+        CALLBACK_PATH, content=raw, headers=headers | {"X-Modal-Webhook-Id": "id-2"}
+    )
+    assert first.status_code == 202
+    assert replay.status_code == 200 and replay.json()["status"] == "duplicate"

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import HTTPException, Request, status
 
 from modalhub import metrics
 from modalhub.hub import Hub
@@ -80,6 +79,3 @@ async def verified_callback(request: Request) -> VerifiedCallback:
     except WebhookVerificationError as exc:  # any future subclass: still the sender's fault
         raise reject(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     return VerifiedCallback(hub=hub, body=body, webhook=webhook)
-
-
-VerifiedCallbackDep = Annotated[VerifiedCallback, Depends(verified_callback)]

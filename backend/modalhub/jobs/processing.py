@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Sequence
 
@@ -46,16 +47,19 @@ async def process_entries(
 
     # Results first, create-only, for jobs that can still take them: a crash after this
     # and before the transaction re-runs it harmlessly.
-    results: dict[str, StoredResult] = {}
-    for entry in entries:
-        event = events[entry.event_id]
-        if event is None or event.type is not EventType.SUCCESS or event.result is None:
-            continue
-        job = await store.get_job_by_call(event.call_id)
-        if job is not None and job.status.terminal:
-            continue
-        job_id = job.job_id if job else (event.metadata.job_id or derived_job_id(event.call_id))
-        results[entry.event_id] = await store_result(blobs, job_id=job_id, result=event.result)
+    successes = [
+        (entry.event_id, event)
+        for entry in entries
+        if (event := events[entry.event_id]) is not None
+        and event.type is EventType.SUCCESS
+        and event.result is not None
+    ]
+    stored = await asyncio.gather(*(_store_result_if_open(store, blobs, e) for _, e in successes))
+    results = {
+        event_id: result
+        for (event_id, _), result in zip(successes, stored, strict=True)
+        if result is not None
+    }
 
     now = time.time()
 
@@ -69,29 +73,55 @@ async def process_entries(
 
     applied = await store.apply_inbox(entries, decide)
     for item in applied:
-        outcome = "applied" if item.outcome == "applied" else "ignored"
-        metrics.EVENTS_PROCESSED.labels(item.entry.type, outcome).inc()
-        metrics.PROCESSING_LAG_SECONDS.observe(max(0.0, now - item.entry.received_at))
-        log.info(
-            "event processed",
-            event_id=item.entry.event_id,
-            call_id=item.entry.call_id,
-            job_id=item.job.job_id if item.job else None,
-            type=item.entry.type,
-            outcome=item.outcome,
-            status=item.job.status.value if item.job else None,
-        )
+        _record(item, now)
     return applied
+
+
+async def _store_result_if_open(
+    store: JobStore, blobs: BlobStore, event: CallbackEvent
+) -> StoredResult | None:
+    job = await store.get_job_by_call(event.call_id)
+    if job is not None and job.status.terminal:
+        return None  # a late success: the job keeps what it has, no orphan blobs
+    job_id = job.job_id if job else (event.metadata.job_id or derived_job_id(event.call_id))
+    return await store_result(blobs, job_id=job_id, result=event.result)
+
+
+def _record(item: AppliedEntry, now: float) -> None:
+    applied = item.outcome == "applied"
+    metrics.EVENTS_PROCESSED.labels(item.entry.type, "applied" if applied else "ignored").inc()
+    metrics.PROCESSING_LAG_SECONDS.observe(max(0.0, now - item.entry.received_at))
+    status = item.job.status if item.job else None
+    finished = applied and status is not None and status.terminal
+    # Finished jobs and ignored events at info (what an operator traces); the steady
+    # stream of started/progress at debug, to keep the log affordable at high rates.
+    log.log(
+        logging.INFO if finished or not applied else logging.DEBUG,
+        "job finished" if finished else "event processed",
+        event_id=item.entry.event_id,
+        call_id=item.entry.call_id,
+        job_id=item.job.job_id if item.job else None,
+        type=item.entry.type,
+        outcome=item.outcome,
+        status=status.value if status else None,
+    )
 
 
 class EventProcessor:
     def __init__(
-        self, store: JobStore, blobs: BlobStore, *, batch_size: int, sweep_interval: float
+        self,
+        store: JobStore,
+        blobs: BlobStore,
+        *,
+        batch_size: int,
+        sweep_interval: float,
+        gather_seconds: float = 0.02,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.batch_size = batch_size
         self.sweep_interval = sweep_interval
+        self.gather_seconds = gather_seconds
         self._wake = asyncio.Event()
         self.last_round_ok: bool | None = None
 
@@ -115,7 +145,6 @@ class EventProcessor:
             self._wake.clear()
             try:
                 await self.drain()
-                metrics.INBOX_BACKLOG.set(await self.store.count_pending_inbox())
                 self.last_round_ok, delay = True, self.sweep_interval
             except StoreUnavailableError as exc:
                 self.last_round_ok, delay = False, min(self.sweep_interval, 1.0)
@@ -127,3 +156,6 @@ class EventProcessor:
                 log.exception("processing round failed; will retry")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                # Woken by a new entry: let a burst gather so it is applied in one batch
+                # (one transaction, each job written once) rather than one round each.
+                await asyncio.sleep(self.gather_seconds)

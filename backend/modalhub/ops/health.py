@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from modalhub import metrics
 from modalhub.hub import Hub, HubDep
 
 router = APIRouter(tags=["operations"])
@@ -77,5 +79,8 @@ async def webhook_health(hub: HubDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(hub: HubDep) -> Response:
+    # The backlog is counted when scraped, not on every processing round.
+    with contextlib.suppress(Exception):
+        metrics.INBOX_BACKLOG.set(await hub.store.count_pending_inbox())
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modalhub.config import Settings
+from modalhub.config import Settings, SqliteSynchronous
 from modalhub.storage.local_blobs import LocalBlobStore
 from modalhub.storage.protocols import BlobStore, JobStore
 from modalhub.storage.sqlite import SqliteStore
@@ -13,4 +13,6 @@ def build_job_store(settings: Settings) -> JobStore:
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
-    return LocalBlobStore(settings.blob_dir)
+    # Blobs are as durable as the store that will point at them.
+    fsync = settings.sqlite_synchronous is SqliteSynchronous.FULL
+    return LocalBlobStore(settings.blob_dir, fsync=fsync)

@@ -18,11 +18,15 @@ def _checked_key(key: str) -> PurePosixPath:
 
 
 class LocalBlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root
+        # fsync before a blob becomes visible survives power loss; without it a blob
+        # still survives a crash of the hub (the page cache outlives the process).
+        self.fsync = fsync
 
     async def open(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        self.root = self.root.resolve()  # once, so URIs need no realpath per write
 
     async def close(self) -> None:
         return None
@@ -33,8 +37,8 @@ class LocalBlobStore:
 
     async def put_if_absent(self, key: str, data: bytes, *, content_type: str) -> BlobRef:
         target = self.root / _checked_key(key)
-        created = await asyncio.to_thread(self._write_once, target, data)
-        return BlobRef(key=key, uri=target.resolve().as_uri(), created=created)
+        created = await asyncio.to_thread(self._write_once, target, data, self.fsync)
+        return BlobRef(key=key, uri=target.as_uri(), created=created)
 
     async def get(self, key: str) -> bytes | None:
         target = self.root / _checked_key(key)
@@ -44,7 +48,7 @@ class LocalBlobStore:
             return None
 
     @staticmethod
-    def _write_once(target: Path, data: bytes) -> bool:
+    def _write_once(target: Path, data: bytes, fsync: bool) -> bool:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Write and fsync a temporary file, then link it into place: link() fails if the
         # name exists, so a re-run never clobbers a result and readers never see half a file.
@@ -52,8 +56,9 @@ class LocalBlobStore:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             try:
                 os.link(tmp, target)
             except FileExistsError:

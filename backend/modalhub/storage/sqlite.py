@@ -152,20 +152,7 @@ class SqliteStore:
         self, entries: Sequence[InboxEntry], decide: DecideFn
     ) -> list[AppliedEntry]:
         def op(conn: sqlite3.Connection) -> list[AppliedEntry]:
-            applied: list[AppliedEntry] = []
-            for entry in entries:
-                # One savepoint per entry: a failing entry must not undo the others.
-                conn.execute("SAVEPOINT entry")
-                try:
-                    result = _apply_one(conn, entry, decide)
-                except Exception:
-                    conn.execute("ROLLBACK TO entry")
-                    conn.execute("RELEASE entry")
-                    raise
-                conn.execute("RELEASE entry")
-                if result is not None:
-                    applied.append(result)
-            return applied
+            return _apply_batch(conn, entries, decide)
 
         result: list[AppliedEntry] = await self._run(op)
         return result
@@ -291,22 +278,49 @@ def _write_job(conn: sqlite3.Connection, job: Job, *, new: bool) -> None:
         )
 
 
-def _apply_one(
-    conn: sqlite3.Connection, entry: InboxEntry, decide: DecideFn
-) -> AppliedEntry | None:
-    row = conn.execute(
-        "SELECT processed_at FROM inbox WHERE event_id = ?", (entry.event_id,)
-    ).fetchone()
-    if row is None or row[0] is not None:
-        return None  # unknown or already applied (by another worker or an earlier run)
-    job = _load_job(conn, "call_id", entry.call_id)
-    decision = decide(job, entry)
-    if decision.job is not None:
-        if job is None and _load_job(conn, "job_id", decision.job.job_id) is not None:
-            decision.job.job_id = derived_job_id(entry.call_id)  # named id belongs to another call
-        _write_job(conn, decision.job, new=job is None)
-    conn.execute(
+def _apply_batch(
+    conn: sqlite3.Connection, entries: Sequence[InboxEntry], decide: DecideFn
+) -> list[AppliedEntry]:
+    """Apply entries in order inside the caller's transaction (savepoint), writing each
+    touched job once. Entries already processed, by another worker or an earlier run,
+    are skipped: that check and the marking happen in the same transaction."""
+    placeholders = ",".join("?" * len(entries))
+    unprocessed = {
+        row[0]
+        for row in conn.execute(
+            "SELECT event_id FROM inbox WHERE processed_at IS NULL"
+            f" AND event_id IN ({placeholders})",
+            [entry.event_id for entry in entries],
+        )
+    }
+    jobs: dict[str, Job | None] = {}  # by call id, as the batch leaves them
+    new_calls: set[str] = set()
+    touched: set[str] = set()
+    applied: list[AppliedEntry] = []
+    for entry in entries:
+        if entry.event_id not in unprocessed:
+            continue
+        unprocessed.discard(entry.event_id)  # the same entry twice in one batch: once
+        if entry.call_id not in jobs:
+            jobs[entry.call_id] = _load_job(conn, "call_id", entry.call_id)
+        job = jobs[entry.call_id]
+        decision = decide(job, entry)
+        if decision.job is not None:
+            if job is None:
+                if _load_job(conn, "job_id", decision.job.job_id) is not None:
+                    decision.job.job_id = derived_job_id(entry.call_id)  # id taken by another call
+                new_calls.add(entry.call_id)
+            jobs[entry.call_id] = decision.job
+            touched.add(entry.call_id)
+        applied.append(AppliedEntry(entry=entry, job=decision.job, outcome=decision.outcome))
+
+    for call_id in touched:
+        job = jobs[call_id]
+        assert job is not None
+        _write_job(conn, job, new=call_id in new_calls)
+    now = time.time()
+    conn.executemany(
         "UPDATE inbox SET processed_at = ?, outcome = ? WHERE event_id = ?",
-        (time.time(), decision.outcome, entry.event_id),
+        [(now, a.outcome, a.entry.event_id) for a in applied],
     )
-    return AppliedEntry(entry=entry, job=decision.job, outcome=decision.outcome)
+    return applied
