@@ -21,6 +21,7 @@ def settings(tmp_path: Path) -> Settings:
         admin_tokens=[ADMIN_TOKEN],
         log_format="json",
         sweep_interval_seconds=0.2,
+        processor="inline",
     )
 
 

@@ -18,7 +18,7 @@ from modalhub.hub import Hub
 from modalhub.ingest import endpoints as ingest
 from modalhub.ingest.schemas import CallbackEvent
 from modalhub.jobs.endpoints import router as jobs_router
-from modalhub.jobs.processing import EventProcessor
+from modalhub.jobs.processing import build_processor
 from modalhub.logging import configure_logging
 from modalhub.ops.health import router as ops_router
 from modalhub.storage.factory import build_blob_store, build_job_store
@@ -37,13 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store, blobs = build_job_store(settings), build_blob_store(settings)
         await store.open()
         await blobs.open()
-        processor = EventProcessor(
-            store,
-            blobs,
-            batch_size=settings.process_batch_size,
-            sweep_interval=settings.sweep_interval_seconds,
-            gather_seconds=settings.process_gather_seconds,
-        )
+        processor = build_processor(settings, store, blobs)
         verifier = (
             Verifier(settings.signing_keys, tolerance=settings.signature_tolerance_seconds)
             if settings.webhook_secrets
@@ -51,16 +45,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if verifier is None:
             log.warning("no webhook secret configured: every callback will be refused")
-        app.state.hub = Hub(settings, store, blobs, processor, verifier)
-        # The first round runs at once: it is the start-up sweep of entries a crash left.
-        task = asyncio.create_task(processor.run_forever(), name="event-processor")
-        log.info("hub started", store=settings.store.value, blobs=settings.blobs.value)
+        inline = settings.processor == "inline"
+        app.state.hub = Hub(settings, store, blobs, processor if inline else None, verifier)
+        # Inline, the first round runs at once: the start-up sweep of what a crash left.
+        task = asyncio.create_task(processor.run_forever(), name="processor") if inline else None
+        log.info(
+            "hub started",
+            store=settings.store.value,
+            blobs=settings.blobs.value,
+            processor=settings.processor,
+        )
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await blobs.close()
             await store.close()
 

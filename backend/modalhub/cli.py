@@ -1,4 +1,4 @@
-"""The ``modalhub`` command: serve, dev and sign."""
+"""The ``modalhub`` command: serve, worker, dev and sign."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import shlex
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,23 @@ def _run_server(host: str, port: int, workers: int, access_log: bool) -> None:
     )
 
 
+def _serve(settings: Settings, host: str, port: int, workers: int, access_log: bool) -> None:
+    worker = None
+    if settings.processor == "worker":
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "modalhub", "worker", "--parent-pid", str(os.getpid())]
+        )
+    try:
+        _run_server(host, port, workers, access_log)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _load_settings()
     if not settings.webhook_secrets:
@@ -59,7 +77,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "no webhook secret: set MODAL_WEBHOOK_SECRET (or MODALHUB_WEBHOOK_SECRET); "
             "`modalhub dev` generates one for local use"
         )
-    _run_server(args.host, args.port, args.workers, args.access_log)
+    _serve(settings, args.host, args.port, args.workers, args.access_log)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from modalhub.jobs import worker
+
+    worker.main(_load_settings(), parent_pid=args.parent_pid)
 
 
 def _read_or_create(path: Path, make: str) -> str:
@@ -87,7 +111,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
     )
     os.environ.setdefault("MODALHUB_ADMIN_TOKENS", admin_token)
     os.environ.setdefault("MODALHUB_LOG_FORMAT", "console")
-    _load_settings()
+    settings = _load_settings()
 
     example = data_dir / "example-event.json"
     example.write_text(json.dumps(_example_event(), indent=2) + "\n")
@@ -107,7 +131,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
         f"  curl -sS -H 'Authorization: Bearer {admin_token}' {url}/api/v3/jobs/job-demo-1\n",
         flush=True,
     )
-    _run_server(args.host, args.port, 1, access_log=True)
+    _serve(settings, args.host, args.port, 1, access_log=True)
 
 
 def _example_event() -> dict[str, object]:
@@ -181,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="apply stored callbacks to jobs (no HTTP server)")
+    worker.add_argument("--parent-pid", type=int, help="exit when this process is gone")
+    worker.set_defaults(func=cmd_worker)
 
     dev = sub.add_parser("dev", help="run the hub on the embedded default with a dev secret")
     dev.add_argument("--host", default=DEFAULT_HOST)

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
     process_batch_size: int = Field(default=256, ge=1, le=5000)
     process_gather_seconds: float = Field(default=0.02, ge=0, le=5)
+    # inline: each API process applies entries itself. worker: `modalhub serve` also
+    # starts one `modalhub worker` process that does it, so ingestion keeps a core to
+    # itself. external: the API never applies entries; run `modalhub worker` yourself.
+    processor: Literal["inline", "worker", "external"] = "worker"
+    worker_poll_seconds: float = Field(default=0.05, gt=0, le=60)
+    processing_stall_seconds: float = Field(default=120.0, gt=0)
 
     # --- logging -------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = "auto"

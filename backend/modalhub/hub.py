@@ -18,7 +18,7 @@ class Hub:
     settings: Settings
     store: JobStore
     blobs: BlobStore
-    processor: EventProcessor
+    processor: EventProcessor | None  # None when another process applies the inbox
     verifier: Verifier | None  # None when no secret is configured: every callback is refused
 
 

@@ -109,7 +109,7 @@ async def test_startup_sweep_applies_entries_a_crash_left(
         hub: Hub = app.state.hub
         # No callback arrives and nobody calls drain(): the start-up round must find them.
         deadline = time.monotonic() + 10
-        while await hub.store.count_pending_inbox() and time.monotonic() < deadline:
+        while (await hub.store.inbox_backlog()).pending and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         for index in range(3):
             job = await hub.store.get_job_by_call(f"fc-left-{index}")

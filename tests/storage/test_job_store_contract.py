@@ -41,7 +41,7 @@ async def test_inbox_is_create_if_absent(job_store: JobStore) -> None:
 async def test_concurrent_puts_of_one_id_create_once(job_store: JobStore) -> None:
     results = await asyncio.gather(*(job_store.put_inbox(entry("same")) for _ in range(50)))
     assert results.count(True) == 1
-    assert await job_store.count_pending_inbox() == 1
+    assert (await job_store.inbox_backlog()).pending == 1
 
 
 async def test_pending_is_oldest_first_and_limited(job_store: JobStore) -> None:

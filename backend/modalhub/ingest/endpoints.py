@@ -70,7 +70,8 @@ async def receive_callback(request: Request) -> Response:
         metrics.RECEIVED_DUPLICATE.inc()
         return JSONResponse({"status": "duplicate", "event_id": event_id}, status_code=200)
     metrics.RECEIVED_ACCEPTED.inc()
-    hub.processor.notify()
+    if hub.processor is not None:
+        hub.processor.notify()
     return JSONResponse({"status": "accepted", "event_id": event_id}, status_code=202)
 
 

@@ -19,6 +19,7 @@ import structlog
 from pydantic import ValidationError
 
 from modalhub import metrics
+from modalhub.config import Settings
 from modalhub.ingest.schemas import CallbackEvent, EventType
 from modalhub.jobs.results import store_result
 from modalhub.jobs.state import StoredResult, apply_event
@@ -159,3 +160,13 @@ class EventProcessor:
                 # Woken by a new entry: let a burst gather so it is applied in one batch
                 # (one transaction, each job written once) rather than one round each.
                 await asyncio.sleep(self.gather_seconds)
+
+
+def build_processor(settings: Settings, store: JobStore, blobs: BlobStore) -> EventProcessor:
+    return EventProcessor(
+        store,
+        blobs,
+        batch_size=settings.process_batch_size,
+        sweep_interval=settings.sweep_interval_seconds,
+        gather_seconds=settings.process_gather_seconds,
+    )

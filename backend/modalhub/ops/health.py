@@ -55,22 +55,31 @@ async def readyz(hub: HubDep) -> JSONResponse:
 @router.get("/api/v3/webhooks/modal/health")
 async def webhook_health(hub: HubDep) -> JSONResponse:
     checks = await backend_checks(hub)
-    backlog: int | None = None
+    inbox: dict[str, Any] = {"pending": None, "oldest_age_seconds": None}
+    processing_ok = False
     if checks["store"]["ok"]:
-        backlog = await hub.store.count_pending_inbox()
-    healthy = all(check["ok"] for check in checks.values()) and hub.verifier is not None
+        backlog = await hub.store.inbox_backlog()
+        age = time.time() - backlog.oldest_received_at if backlog.oldest_received_at else 0.0
+        inbox = {"pending": backlog.pending, "oldest_age_seconds": round(age, 3)}
+        # Processing is judged by what it leaves behind, wherever it runs (this process,
+        # a worker process, another replica): nothing waits longer than the stall limit.
+        processing_ok = age <= hub.settings.processing_stall_seconds
+    healthy = (
+        all(check["ok"] for check in checks.values()) and hub.verifier is not None and processing_ok
+    )
     body = {
         "status": "healthy" if healthy else "unhealthy",
         "service": "modal_webhook_handler",
         "features": {
             "hmac_verification": hub.verifier is not None,
             "timestamp_verification": hub.verifier is not None,
-            "background_processing": hub.processor.last_round_ok is not False,
+            "background_processing": processing_ok,
             "batch_intelligence": False,
         },
         "checks": {
             **checks,
-            "inbox": {"pending": backlog},
+            "inbox": inbox,
+            "processor": hub.settings.processor,
             "secrets_configured": len(hub.settings.webhook_secrets),
             "signature_tolerance_seconds": hub.settings.signature_tolerance_seconds,
         },
@@ -82,5 +91,5 @@ async def webhook_health(hub: HubDep) -> JSONResponse:
 async def prometheus_metrics(hub: HubDep) -> Response:
     # The backlog is counted when scraped, not on every processing round.
     with contextlib.suppress(Exception):
-        metrics.INBOX_BACKLOG.set(await hub.store.count_pending_inbox())
+        metrics.INBOX_BACKLOG.set((await hub.store.inbox_backlog()).pending)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

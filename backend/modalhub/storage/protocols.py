@@ -32,6 +32,12 @@ DecideFn = Callable[[Job | None, InboxEntry], Decision]
 
 
 @dataclass(frozen=True, slots=True)
+class InboxBacklog:
+    pending: int
+    oldest_received_at: float | None  # unix seconds; None when nothing is pending
+
+
+@dataclass(frozen=True, slots=True)
 class AppliedEntry:
     entry: InboxEntry
     job: Job | None
@@ -52,7 +58,7 @@ class JobStore(Protocol):
     async def pending_inbox(self, *, limit: int) -> list[InboxEntry]:
         """Unprocessed entries, oldest first."""
 
-    async def count_pending_inbox(self) -> int: ...
+    async def inbox_backlog(self) -> InboxBacklog: ...
 
     async def apply_inbox(
         self, entries: Sequence[InboxEntry], decide: DecideFn

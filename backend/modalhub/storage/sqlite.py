@@ -25,6 +25,7 @@ from modalhub.storage.models import InboxEntry, Job, job_from_dict, job_to_dict
 from modalhub.storage.protocols import (
     AppliedEntry,
     DecideFn,
+    InboxBacklog,
     StoreUnavailableError,
     derived_job_id,
 )
@@ -32,7 +33,8 @@ from modalhub.storage.protocols import (
 log = structlog.get_logger(__name__)
 
 Operation = Callable[[sqlite3.Connection], Any]
-_Queued = tuple[Operation, "asyncio.Future[Any]", bool]
+_Queued = tuple[Operation, "asyncio.Future[Any]", str]
+READ, WRITE, ATOMIC = "read", "write", "atomic"
 LOCK_WAIT_SECONDS = 10.0  # how long to wait for another process's write lock
 
 SCHEMA = """
@@ -95,8 +97,7 @@ class SqliteStore:
 
     async def ping(self) -> None:
         await self._run(
-            lambda conn: conn.execute("SELECT count(*) FROM jobs LIMIT 1").fetchone(),
-            single_statement=True,
+            lambda conn: conn.execute("SELECT count(*) FROM jobs LIMIT 1").fetchone(), kind=READ
         )
 
     # --- inbox --------------------------------------------------------------
@@ -116,7 +117,7 @@ class SqliteStore:
             )
             return cursor.rowcount == 1
 
-        return bool(await self._run(op, single_statement=True))
+        return bool(await self._run(op, kind=WRITE))
 
     async def pending_inbox(self, *, limit: int) -> list[InboxEntry]:
         def op(conn: sqlite3.Connection) -> list[InboxEntry]:
@@ -127,15 +128,17 @@ class SqliteStore:
             ).fetchall()
             return [InboxEntry(*row) for row in rows]
 
-        result: list[InboxEntry] = await self._run(op, single_statement=True)
+        result: list[InboxEntry] = await self._run(op, kind=READ)
         return result
 
-    async def count_pending_inbox(self) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT count(*) FROM inbox WHERE processed_at IS NULL").fetchone()
-            return int(row[0])
+    async def inbox_backlog(self) -> InboxBacklog:
+        def op(conn: sqlite3.Connection) -> InboxBacklog:
+            count, oldest = conn.execute(
+                "SELECT count(*), min(received_at) FROM inbox WHERE processed_at IS NULL"
+            ).fetchone()
+            return InboxBacklog(pending=int(count), oldest_received_at=oldest)
 
-        result: int = await self._run(op, single_statement=True)
+        result: InboxBacklog = await self._run(op, kind=READ)
         return result
 
     async def get_inbox(self, event_id: str) -> InboxEntry | None:
@@ -145,7 +148,7 @@ class SqliteStore:
             ).fetchone()
             return InboxEntry(*row) if row else None
 
-        result: InboxEntry | None = await self._run(op, single_statement=True)
+        result: InboxEntry | None = await self._run(op, kind=READ)
         return result
 
     async def apply_inbox(
@@ -154,7 +157,7 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> list[AppliedEntry]:
             return _apply_batch(conn, entries, decide)
 
-        result: list[AppliedEntry] = await self._run(op)
+        result: list[AppliedEntry] = await self._run(op, kind=ATOMIC)
         return result
 
     # --- jobs ---------------------------------------------------------------
@@ -168,17 +171,18 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> Job | None:
             return _load_job(conn, column, value)
 
-        result: Job | None = await self._run(op, single_statement=True)
+        result: Job | None = await self._run(op, kind=READ)
         return result
 
     # --- group commit ----------------------------------------------------------
-    async def _run(self, operation: Operation, *, single_statement: bool = False) -> Any:
-        """Run ``operation`` in the next group commit. One SQL statement is atomic by
-        itself; anything longer gets a savepoint so its failure undoes only its own work."""
+    async def _run(self, operation: Operation, *, kind: str) -> Any:
+        """Run ``operation`` in the next batch. READ: one or more reads; WRITE: one SQL
+        statement, atomic by itself; ATOMIC: several statements, given a savepoint so a
+        failure undoes only their own work. A batch of reads only takes no write lock."""
         if self._conn is None:
             raise StoreUnavailableError("sqlite store is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((operation, future, single_statement))
+        self._pending.append((operation, future, kind))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future
@@ -219,10 +223,17 @@ class SqliteStore:
         if conn is None:
             return [(None, StoreUnavailableError("sqlite store is closed"))] * len(batch)
         outcomes: list[tuple[Any, BaseException | None]] = []
+        if all(kind == READ for _, _, kind in batch):
+            # Autocommit reads see the last commit (WAL) and never block a writer,
+            # such as the other process of a `modalhub serve` with a worker.
+            try:
+                return [_call(operation, conn) for operation, _, _ in batch]
+            except sqlite3.Error as exc:
+                return [(None, StoreUnavailableError(f"sqlite: {exc}"))] * len(batch)
         try:
             await self._begin(conn)
-            for operation, _, single_statement in batch:
-                if single_statement:
+            for operation, _, kind in batch:
+                if kind != ATOMIC:
                     outcomes.append(_call(operation, conn))
                     continue
                 # A savepoint per operation: a failing one must not undo the others.
