@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     store: StoreKind = StoreKind.SQLITE
     blobs: BlobKind = BlobKind.LOCAL
     data_dir: Path = Path(".modalhub")
-    sqlite_synchronous: SqliteSynchronous = SqliteSynchronous.FULL
+    sqlite_synchronous: SqliteSynchronous = SqliteSynchronous.NORMAL
 
     # --- background processing ----------------------------------------------
     sweep_interval_seconds: float = Field(default=15.0, gt=0)

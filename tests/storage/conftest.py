@@ -22,9 +22,9 @@ async def job_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         await store.close()
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local-fsync", "local"])
 async def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    store = LocalBlobStore(tmp_path / "blobs")
+    store = LocalBlobStore(tmp_path / "blobs", fsync=request.param == "local-fsync")
     await store.open()
     yield store
     await store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from fastapi import HTTPException, Request, Response, status
@@ -28,9 +29,9 @@ async def receive_callback(request: Request) -> Response:
     and serialisation machinery cost more here than verifying and storing the callback
     (measured in docs/benchmarks.md). HTTPExceptions still render through the app's
     handlers as ``{"detail": ...}``."""
+    started = time.perf_counter()
     callback = await verified_callback(request)
     hub = callback.hub
-    started = time.perf_counter()
     try:
         event = CallbackEvent.model_validate_json(callback.body)
     except ValidationError as exc:
@@ -68,11 +69,17 @@ async def receive_callback(request: Request) -> Response:
     metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
     if not created:
         metrics.RECEIVED_DUPLICATE.inc()
-        return JSONResponse({"status": "duplicate", "event_id": event_id}, status_code=200)
+        return _answer(b"duplicate", event_id, 200)
     metrics.RECEIVED_ACCEPTED.inc()
     if hub.processor is not None:
         hub.processor.notify()
-    return JSONResponse({"status": "accepted", "event_id": event_id}, status_code=202)
+    return _answer(b"accepted", event_id, 202)
+
+
+def _answer(status_word: bytes, event_id: str, code: int) -> Response:
+    # Two fixed keys: cheaper written out than through a JSON encoder on every callback.
+    body = b'{"status":"' + status_word + b'","event_id":' + json.dumps(event_id).encode() + b"}"
+    return Response(body, status_code=code, media_type="application/json")
 
 
 # The route bypasses FastAPI's routing, so its OpenAPI entry is written out here.

@@ -37,8 +37,18 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-def check_declared_length(request: Request, limit: int) -> None:
-    declared = request.headers.get("content-length")
+def header_map(request: Request) -> dict[str, str]:
+    """The request's headers as a plain dict with lowercase names (the first of repeated
+    names wins, as with Starlette's ``Headers.get``). Built once: each ``Headers.get`` is
+    a scan of the raw list, and verification looks up several names."""
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in reversed(request.scope["headers"])
+    }
+
+
+def check_declared_length(headers: dict[str, str], limit: int) -> None:
+    declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise reject(status.HTTP_400_BAD_REQUEST, "malformed Content-Length")
@@ -62,8 +72,9 @@ async def verified_callback(request: Request) -> VerifiedCallback:
     # dependency costs more than verifying the signature.
     hub: Hub = request.app.state.hub
     limit = hub.settings.max_body_bytes
-    check_declared_length(request, limit)
-    if not _is_json(request.headers.get("content-type", "")):
+    headers = header_map(request)
+    check_declared_length(headers, limit)
+    if not _is_json(headers.get("content-type", "")):
         raise reject(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json"
         )
@@ -71,7 +82,7 @@ async def verified_callback(request: Request) -> VerifiedCallback:
         raise reject(status.HTTP_401_UNAUTHORIZED, "no webhook secret is configured on the hub")
     body = await read_body_capped(request, limit)
     try:
-        webhook = hub.verifier.verify(body, request.headers)
+        webhook = hub.verifier.verify(body, headers)
     except (MissingHeaderError, MalformedHeaderError) as exc:
         raise reject(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     except (InvalidSignatureError, TimestampOutOfToleranceError) as exc:

@@ -8,8 +8,14 @@ from modalhub.storage.protocols import BlobStore, JobStore
 from modalhub.storage.sqlite import SqliteStore
 
 
-def build_job_store(settings: Settings) -> JobStore:
-    return SqliteStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous.value)
+def build_job_store(settings: Settings, *, applies_inbox: bool = True) -> JobStore:
+    """``applies_inbox``: whether this process runs the processor. One that does not
+    (the API beside a worker) leaves SQLite's WAL checkpoints to the one that does."""
+    return SqliteStore(
+        settings.sqlite_path,
+        synchronous=settings.sqlite_synchronous.value,
+        checkpoints=applies_inbox,
+    )
 
 
 def build_blob_store(settings: Settings) -> BlobStore:

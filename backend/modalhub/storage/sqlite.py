@@ -66,8 +66,19 @@ _INBOX_COLUMNS = "event_id, call_id, type, body, signed_at, received_at, process
 
 
 class SqliteStore:
-    def __init__(self, path: Path, *, synchronous: str = "FULL", max_batch: int = 1024) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        max_batch: int = 1024,
+        checkpoints: bool = True,
+    ) -> None:
         self.path = path
+        # WAL checkpoints copy the log into the database file and fsync it. A process
+        # that sets checkpoints=False leaves that to another one sharing the file (the
+        # API leaves it to its worker), keeping those pauses off its event loop.
+        self.checkpoints = checkpoints
         self.synchronous = synchronous.upper()
         self.max_batch = max_batch
         self._conn: sqlite3.Connection | None = None
@@ -92,6 +103,8 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.executescript(SCHEMA)
+        if not self.checkpoints:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA busy_timeout=0")  # from now on _begin() waits, asynchronously
         return conn
 
