@@ -75,7 +75,8 @@ class Settings(BaseSettings):
 
     # --- background processing ----------------------------------------------
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
-    process_batch_size: int = Field(default=256, ge=1, le=5000)
+    # Small batches keep the SQLite write lock short for the API process beside the worker.
+    process_batch_size: int = Field(default=64, ge=1, le=5000)
     process_gather_seconds: float = Field(default=0.02, ge=0, le=5)
     # inline: each API process applies entries itself. worker: `modalhub serve` also
     # starts one `modalhub worker` process that does it, so ingestion keeps a core to

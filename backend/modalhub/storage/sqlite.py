@@ -229,7 +229,7 @@ class SqliteStore:
                 if time.monotonic() > deadline:
                     raise
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, 0.002)  # short: lock holders commit within milliseconds
 
     async def _commit_batch(self, batch: list[_Queued]) -> list[tuple[Any, BaseException | None]]:
         conn = self._conn
