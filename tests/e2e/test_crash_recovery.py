@@ -144,3 +144,20 @@ async def test_kill9_mid_stream_loses_nothing_acked(hub_process: HubProcess) -> 
     assert "job finished" in logs
     for forbidden in (SECRET, SECRET.removeprefix("whsec_"), ADMIN_TOKEN, MARKER, "v1,"):
         assert forbidden not in logs, forbidden
+
+
+def test_hostile_http_input_gets_4xx_from_the_real_server(hub_process: HubProcess) -> None:
+    url = hub_process.url + CALLBACK_PATH
+    raw, headers = signed({"type": "function.started", "call_id": "fc-h"}, event_id="h-1")
+    with httpx.Client(timeout=10) as client:
+        huge = client.post(
+            url, content=raw, headers=headers | {"webhook-signature": "v1," + "A" * 200_000}
+        )
+        assert 400 <= huge.status_code < 500, huge.status_code
+        many = {f"x-filler-{i}": "y" * 100 for i in range(500)}
+        crowded = client.post(url, content=raw, headers=headers | many)
+        assert crowded.status_code < 500
+        assert client.get(hub_process.url + "/readyz").status_code == 200
+    with sqlite3.connect(hub_process.data_dir / "modalhub.sqlite3") as conn:
+        stored = conn.execute("SELECT count(*) FROM inbox WHERE call_id = 'fc-h'").fetchone()[0]
+    assert stored <= 1  # only the well-formed (crowded but signed) request may be stored
