@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 from modalhub.app import create_app
 from modalhub.config import Settings
 from modalhub.hub import Hub
+from tests.emulators import FakeGcsServer, FirestoreEmulator
 from tests.helpers import ADMIN_TOKEN, SECRET
 
 
@@ -43,3 +45,27 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
+    emulator = FirestoreEmulator(tmp_path_factory.mktemp("firestore"))
+    emulator.start()
+    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcsServer]:
+    emulator = FakeGcsServer(tmp_path_factory.mktemp("gcs"))
+    emulator.start()
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://{emulator.host}"
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
