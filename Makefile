@@ -17,8 +17,8 @@ dev: $(STAMP)
 	$(BIN)/modalhub dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check backend tests bench
-	$(BIN)/ruff format --check backend tests bench
+	$(BIN)/ruff check backend tests bench modal_apps
+	$(BIN)/ruff format --check backend tests bench modal_apps
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

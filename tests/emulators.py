@@ -19,8 +19,7 @@ from tests.helpers import free_port
 FIRESTORE_JAR = Path(
     os.environ.get(
         "MODALHUB_FIRESTORE_EMULATOR_JAR",
-        "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/"
-        "cloud-firestore-emulator.jar",
+        "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar",
     )
 )
 PROJECT = "modalhub-test"

@@ -142,3 +142,11 @@ def test_dev_prints_a_curl_line_that_works(tmp_path: Path) -> None:
         proc.wait(timeout=15)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_production_backends_need_their_settings(tmp_path: Path) -> None:
+    base = {"MODAL_WEBHOOK_SECRET": "x" * 32}
+    no_project = modalhub("serve", env=base | {"MODALHUB_STORE": "firestore"}, cwd=tmp_path)
+    assert no_project.returncode == 2 and b"MODALHUB_GCP_PROJECT" in no_project.stderr
+    no_bucket = modalhub("serve", env=base | {"MODALHUB_BLOBS": "gcs"}, cwd=tmp_path)
+    assert no_bucket.returncode == 2 and b"MODALHUB_GCS_BUCKET" in no_bucket.stderr

@@ -15,10 +15,13 @@ from fastapi.responses import JSONResponse
 
 from modalhub import __version__
 from modalhub.config import Settings
+from modalhub.executions.factory import build_executor
+from modalhub.executions.protocols import ExecutorUnavailableError, UnknownFunctionError
 from modalhub.hub import Hub
 from modalhub.ingest import endpoints as ingest
 from modalhub.ingest.schemas import CallbackEvent
 from modalhub.jobs.endpoints import router as jobs_router
+from modalhub.jobs.poller import run_poller
 from modalhub.jobs.processing import build_processor
 from modalhub.logging import configure_logging
 from modalhub.ops.health import router as ops_router
@@ -48,9 +51,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if verifier is None:
             log.warning("no webhook secret configured: every callback will be refused")
-        app.state.hub = Hub(settings, store, blobs, processor if inline else None, verifier)
+        executor = build_executor(settings)
+        await executor.open()
+        hub = Hub(settings, store, blobs, processor if inline else None, verifier, executor)
+        app.state.hub = hub
         # Inline, the first round runs at once: the start-up sweep of what a crash left.
-        task = asyncio.create_task(processor.run_forever(), name="processor") if inline else None
+        tasks = [asyncio.create_task(run_poller(hub), name="poller")]
+        if inline:
+            tasks.append(asyncio.create_task(processor.run_forever(), name="processor"))
         # Objects alive now (modules, settings, clients) live as long as the process:
         # keep them out of every collection, and collect young objects less often. A
         # full collection over them was a visible share of the ingest p99.
@@ -65,10 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await executor.close()
             await blobs.close()
             await store.close()
 
@@ -76,6 +85,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route(ingest.CALLBACK_PATH, ingest.receive_callback, methods=["POST"])
     app.include_router(jobs_router)
     app.include_router(ops_router)
+
+    @app.exception_handler(UnknownFunctionError)
+    async def unknown_function(_: Request, exc: UnknownFunctionError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ExecutorUnavailableError)
+    async def executor_unavailable(_: Request, exc: ExecutorUnavailableError) -> JSONResponse:
+        log.warning("executor unavailable", error=str(exc))
+        return JSONResponse(
+            {"detail": f"executor unavailable, retry later: {exc}"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(StoreUnavailableError)
     async def store_unavailable(_: Request, exc: StoreUnavailableError) -> JSONResponse:

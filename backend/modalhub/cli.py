@@ -54,6 +54,10 @@ def _run_server(host: str, port: int, workers: int, access_log: bool) -> None:
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int, access_log: bool) -> None:
+    if not settings.webhook_base_url:
+        # Where functions run by the local executor send their callbacks: this server.
+        local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        os.environ["WEBHOOK_BASE_URL"] = f"http://{local_host}:{port}"
     worker = None
     if settings.processor == "worker":
         worker = subprocess.Popen(
@@ -111,6 +115,9 @@ def cmd_dev(args: argparse.Namespace) -> None:
     )
     os.environ.setdefault("MODALHUB_ADMIN_TOKENS", admin_token)
     os.environ.setdefault("MODALHUB_LOG_FORMAT", "console")
+    examples = sorted(Path("modal_apps").glob("*.py"))
+    if "MODALHUB_LOCAL_APPS" not in os.environ and examples:
+        os.environ["MODALHUB_LOCAL_APPS"] = ",".join(str(path) for path in examples)
     settings = _load_settings()
 
     example = data_dir / "example-event.json"
@@ -131,6 +138,17 @@ def cmd_dev(args: argparse.Namespace) -> None:
         f"  curl -sS -H 'Authorization: Bearer {admin_token}' {url}/api/v3/jobs/job-demo-1\n",
         flush=True,
     )
+    if settings.local_apps:
+        submission = json.dumps(
+            {"app": "numerics", "function": "count_primes", "kwargs": {"limit": 5_000_000}}
+        )
+        print(
+            f"Local apps: {', '.join(str(path) for path in settings.local_apps)}\n"
+            "Run a job on them and watch it (progress, then the result):\n"
+            f"  curl -sS -X POST -H 'Authorization: Bearer {admin_token}'"
+            f" -H 'Content-Type: application/json' -d '{submission}' {url}/api/v3/jobs\n",
+            flush=True,
+        )
     _serve(settings, args.host, args.port, 1, access_log=True)
 
 

@@ -73,6 +73,35 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".modalhub")
     sqlite_synchronous: SqliteSynchronous = SqliteSynchronous.NORMAL
 
+    # --- Google Cloud (MODALHUB_STORE=firestore, MODALHUB_BLOBS=gcs) ------------
+    # Credentials come from the environment: Workload Identity in the cluster,
+    # GOOGLE_APPLICATION_CREDENTIALS elsewhere, FIRESTORE_EMULATOR_HOST and
+    # STORAGE_EMULATOR_HOST for the emulators.
+    gcp_project: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "MODALHUB_GCP_PROJECT", "GOOGLE_CLOUD_PROJECT", "gcp_project"
+        ),
+    )
+    firestore_database: str = "(default)"
+    # Collection names start with this, so several environments can share a project.
+    firestore_prefix: str = Field(default="modalhub_", pattern=r"^[A-Za-z0-9_\-]*$")
+    gcs_bucket: str | None = None
+    gcs_prefix: str = Field(default="", pattern=r"^([A-Za-z0-9_.\-]+/)*$")
+    # Time-to-live for Firestore's TTL policy (the expire_at field).
+    inbox_retention_days: float = Field(default=7, gt=0)
+    job_retention_days: float = Field(default=30, gt=0)
+    # A backend call slower than this counts as unavailable: ingest answers 503.
+    backend_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    # --- execution ------------------------------------------------------------
+    executor: Literal["local", "modal"] = "local"
+    # Modal app files the local executor loads (what you would `modal deploy`).
+    local_apps: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    poll_interval_seconds: float = Field(default=10.0, gt=0)
+    # An EXPIRED answer settles a job only when it has been silent this long.
+    poll_expired_grace_seconds: float = Field(default=600.0, ge=0)
+
     # --- background processing ----------------------------------------------
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
     # Small batches keep the SQLite write lock short for the API process beside the worker.
@@ -89,7 +118,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("webhook_secrets", "admin_tokens", mode="before")
+    @field_validator("webhook_secrets", "admin_tokens", "local_apps", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return _split_list(value)
@@ -112,11 +141,11 @@ class Settings(BaseSettings):
         return tokens
 
     @model_validator(mode="after")
-    def _supported_backends(self) -> Settings:
-        if self.store is not StoreKind.SQLITE or self.blobs is not BlobKind.LOCAL:
-            raise ValueError(
-                "only MODALHUB_STORE=sqlite and MODALHUB_BLOBS=local are available in this build"
-            )
+    def _backend_settings(self) -> Settings:
+        if self.store is StoreKind.FIRESTORE and not self.gcp_project:
+            raise ValueError("MODALHUB_STORE=firestore needs MODALHUB_GCP_PROJECT")
+        if self.blobs is BlobKind.GCS and not self.gcs_bucket:
+            raise ValueError("MODALHUB_BLOBS=gcs needs MODALHUB_GCS_BUCKET")
         return self
 
     @cached_property

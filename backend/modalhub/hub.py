@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from modalhub.config import Settings
+from modalhub.executions.protocols import Executor
 from modalhub.jobs.processing import EventProcessor
 from modalhub.storage.protocols import BlobStore, JobStore
 from modalhub_sdk.signing import Verifier
@@ -20,6 +21,7 @@ class Hub:
     blobs: BlobStore
     processor: EventProcessor | None  # None when another process applies the inbox
     verifier: Verifier | None  # None when no secret is configured: every callback is refused
+    executor: Executor
 
 
 async def get_hub(request: Request) -> Hub:

@@ -1,8 +1,10 @@
-"""modalhub SDK: stdlib-only helpers for code that runs inside Modal functions.
+"""modalhub SDK: helpers for code that runs inside Modal functions (stdlib and httpx only).
 
-``signing`` signs callbacks (sender side) and verifies them (hub side).
+``signing`` signs callbacks (sender side) and verifies them (hub side); ``reporter`` sends a
+function's lifecycle to the hub (``@report_to_hub``, ``report_progress``, ``HubReporter``).
 """
 
+from modalhub_sdk.reporter import HubReporter, report_progress, report_to_hub
 from modalhub_sdk.signing import (
     InvalidSignatureError,
     MalformedHeaderError,
@@ -18,7 +20,7 @@ from modalhub_sdk.signing import (
 )
 
 __all__ = [
-    # signing
+    "HubReporter",
     "InvalidSignatureError",
     "MalformedHeaderError",
     "MissingHeaderError",
@@ -28,6 +30,8 @@ __all__ = [
     "WebhookVerificationError",
     "parse_secret",
     "parse_secrets",
+    "report_progress",
+    "report_to_hub",
     "sign_modal",
     "sign_standard",
 ]

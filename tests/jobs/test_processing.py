@@ -115,3 +115,33 @@ async def test_startup_sweep_applies_entries_a_crash_left(
             job = await hub.store.get_job_by_call(f"fc-left-{index}")
             assert job is not None and job.status == "succeeded" and job.events_seen == 1
             assert job.result == {"n": index}
+
+
+async def test_listing_and_active_executions(client: httpx.AsyncClient, hub: Hub) -> None:
+    for index in range(5):
+        meta = {"app": "boltz2" if index % 2 else "video", "batch_id": "b-1"}
+        await send(client, event("function.started", f"fc-l{index}", metadata=meta), f"l{index}")
+    await send(client, event("function.success", "fc-l0"), "l0-done")
+    assert hub.processor is not None
+    await hub.processor.drain()
+
+    active = (await client.get("/api/v3/webhooks/active-executions", headers=AUTH)).json()
+    assert [job["call_id"] for job in active["executions"]] == ["fc-l1", "fc-l2", "fc-l3", "fc-l4"]
+
+    first = (await client.get("/api/v3/jobs?limit=3&batch_id=b-1", headers=AUTH)).json()
+    assert len(first["jobs"]) == 3 and first["next_cursor"]
+    rest = (
+        await client.get(
+            f"/api/v3/jobs?limit=3&batch_id=b-1&cursor={first['next_cursor']}", headers=AUTH
+        )
+    ).json()
+    assert len(rest["jobs"]) == 2 and rest["next_cursor"] is None
+    done = (await client.get("/api/v3/jobs?status=succeeded", headers=AUTH)).json()
+    assert [job["call_id"] for job in done["jobs"]] == ["fc-l0"]
+    boltz = (await client.get("/api/v3/jobs?app=boltz2&status=running", headers=AUTH)).json()
+    assert [job["call_id"] for job in boltz["jobs"]] == ["fc-l1", "fc-l3"]
+
+    assert (await client.get("/api/v3/jobs?cursor=@@", headers=AUTH)).status_code == 400
+    assert (await client.get("/api/v3/jobs?status=exploded", headers=AUTH)).status_code == 422
+    assert (await client.get("/api/v3/jobs?limit=0", headers=AUTH)).status_code == 422
+    assert (await client.get("/api/v3/webhooks/active-executions")).status_code == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,11 +10,28 @@ import pytest
 
 from modalhub.storage.protocols import JobStore
 from modalhub.storage.sqlite import SqliteStore
+from tests.emulators import PROJECT, FirestoreEmulator
 
 
-@pytest.fixture(params=["sqlite"])
+def firestore_store(**kwargs: float) -> JobStore:
+    from modalhub.storage.firestore import FirestoreStore
+
+    # A prefix per test: a call a previous test abandoned cannot write into this one.
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    return FirestoreStore(project=PROJECT, prefix=prefix, **kwargs)
+
+
+@pytest.fixture(params=["sqlite", "firestore"])
 async def job_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    store = SqliteStore(tmp_path / "store.sqlite3", synchronous="NORMAL")
+    store: JobStore
+    if request.param == "firestore":
+        emulator: FirestoreEmulator = request.getfixturevalue("firestore_emulator")
+        emulator.wipe()
+        # The emulator serialises contended transactions slowly (seconds each): give
+        # them room, so the suite tests the semantics, not the emulator's speed.
+        store = firestore_store(timeout_seconds=10, transaction_timeout_seconds=60)
+    else:
+        store = SqliteStore(tmp_path / "store.sqlite3", synchronous="NORMAL")
     await store.open()
     try:
         yield store

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from modalhub.storage.models import InboxEntry, Job, JobStatus
-from modalhub.storage.protocols import Decision, JobStore
+from modalhub.storage.protocols import Decision, JobFilter, JobIdTakenError, JobStore
 
 
 def entry(event_id: str, call_id: str = "fc-1", type_: str = "function.progress") -> InboxEntry:
@@ -114,3 +114,117 @@ async def test_new_job_id_taken_by_another_call_falls_back(job_store: JobStore) 
 
 async def test_ping(job_store: JobStore) -> None:
     await job_store.ping()
+
+
+async def _seed_jobs(job_store: JobStore) -> None:
+    """Six jobs over two apps and two batches, in three statuses, created in order."""
+    layout = [
+        ("a", "b1", JobStatus.RUNNING),
+        ("a", "b1", JobStatus.SUCCEEDED),
+        ("b", "b1", JobStatus.RUNNING),
+        ("a", "b2", JobStatus.PENDING),
+        ("b", "b2", JobStatus.RUNNING),
+        ("a", None, JobStatus.FAILED),
+    ]
+    for index, (app, batch, status) in enumerate(layout):
+
+        def make(
+            job: Job | None,
+            e: InboxEntry,
+            *,
+            i: int = index,
+            a: str = app,
+            b: str | None = batch,
+            s: JobStatus = status,
+        ) -> Decision:
+            return Decision(
+                Job(
+                    job_id=f"job-{i}",
+                    call_id=e.call_id,
+                    status=s,
+                    created_at=100.0 + i,
+                    updated_at=100.0 + i,
+                    app=a,
+                    function="f",
+                    batch_id=b,
+                ),
+                "applied",
+            )
+
+        e = entry(f"seed-{index}", call_id=f"fc-{index}")
+        await job_store.put_inbox(e)
+        await job_store.apply_inbox([e], make)
+
+
+async def test_list_jobs_filters_and_orders(job_store: JobStore) -> None:
+    await _seed_jobs(job_store)
+
+    async def ids(**kwargs: object) -> list[str]:
+        page = await job_store.list_jobs(JobFilter(**kwargs), limit=50)  # type: ignore[arg-type]
+        assert page.next_cursor is None
+        return [job.job_id for job in page.jobs]
+
+    assert await ids() == [f"job-{i}" for i in range(6)]
+    assert await ids(statuses=frozenset({JobStatus.RUNNING})) == ["job-0", "job-2", "job-4"]
+    assert await ids(statuses=frozenset({JobStatus.RUNNING}), app="a") == ["job-0"]
+    assert await ids(batch_id="b2") == ["job-3", "job-4"]
+    assert await ids(app="b", function="f", batch_id="b2") == ["job-4"]
+    assert await ids(app="nobody") == []
+
+
+async def test_list_jobs_pages_with_a_cursor(job_store: JobStore) -> None:
+    await _seed_jobs(job_store)
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await job_store.list_jobs(JobFilter(), limit=4, cursor=cursor)
+        seen += [job.job_id for job in page.jobs]
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == [f"job-{i}" for i in range(6)] and pages == 2
+    with pytest.raises(ValueError):
+        await job_store.list_jobs(JobFilter(), limit=4, cursor="not-a-cursor!")
+
+
+def registered(job_id: str, call_id: str, **fields: object) -> Job:
+    return Job(
+        job_id=job_id,
+        call_id=call_id,
+        status=JobStatus.PENDING,
+        created_at=1.0,
+        updated_at=1.0,
+        **fields,
+    )  # type: ignore[arg-type]
+
+
+async def test_register_job_then_callbacks_find_it(job_store: JobStore) -> None:
+    job = registered("job-r1", "fc-r1", app="boltz2", function="predict", batch_id="b")
+    assert (await job_store.register_job(job)).job_id == "job-r1"
+    assert (await job_store.get_job_by_call("fc-r1")) == job
+    e = entry("r1-start", call_id="fc-r1")
+    await job_store.put_inbox(e)
+    await job_store.apply_inbox([e], count_events)
+    found = await job_store.get_job("job-r1")
+    assert found is not None and found.events_seen == 1 and found.app == "boltz2"
+
+
+async def test_register_after_a_callback_adopts_the_callbacks_job(job_store: JobStore) -> None:
+    e = entry("early", call_id="fc-early")
+    await job_store.put_inbox(e)
+    await job_store.apply_inbox([e], count_events)  # creates job-fc-early
+    adopted = await job_store.register_job(
+        registered("job-new", "fc-early", app="imagekit", metadata={"owner": "ml"})
+    )
+    assert adopted.job_id == "job-fc-early" and adopted.events_seen == 1
+    assert (adopted.app, adopted.metadata) == ("imagekit", {"owner": "ml"})
+    assert await job_store.get_job("job-new") is None
+
+
+async def test_register_refuses_a_job_id_of_another_call(job_store: JobStore) -> None:
+    await job_store.register_job(registered("job-x", "fc-x1"))
+    with pytest.raises(JobIdTakenError):
+        await job_store.register_job(registered("job-x", "fc-x2"))
+    assert await job_store.get_job_by_call("fc-x2") is None

@@ -2,13 +2,124 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+import time
+from typing import Annotated, Any
 
-from modalhub.hub import HubDep
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from pydantic import BaseModel, Field
+
+from modalhub.hub import Hub, HubDep
+from modalhub.ingest.schemas import Identifier
+from modalhub.jobs import service
 from modalhub.security import OperatorDep
-from modalhub.storage.models import Job
+from modalhub.storage.models import Job, JobStatus
+from modalhub.storage.protocols import JobFilter, JobIdTakenError
 
 router = APIRouter(tags=["jobs"])
+
+ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class ExecutionList(BaseModel):
+    executions: list[Job]
+    next_cursor: str | None
+
+
+class JobSubmission(BaseModel):
+    app: str = Field(min_length=1, max_length=200, description="Modal app name")
+    function: str = Field(min_length=1, max_length=200, description="function name in the app")
+    args: list[Any] = Field(default_factory=list, max_length=1000)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    batch_id: Identifier | None = None
+
+
+class SubmittedJob(BaseModel):
+    job_id: str
+    call_id: str | None
+    status: JobStatus
+    status_url: str
+
+
+class ExecutionRegistration(BaseModel):
+    """A call spawned elsewhere (`Function.spawn` in your own code) for the hub to track."""
+
+    call_id: Identifier
+    job_id: Identifier | None = None
+    app: str | None = Field(default=None, max_length=200)
+    function: str | None = Field(default=None, max_length=200)
+    batch_id: Identifier | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def _submitted(request: Request, job: Job) -> SubmittedJob:
+    url = str(request.url_for("get_job", job_id=job.job_id))
+    return SubmittedJob(job_id=job.job_id, call_id=job.call_id, status=job.status, status_url=url)
+
+
+@router.post("/api/v3/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=SubmittedJob)
+async def submit_job(
+    submission: JobSubmission, request: Request, hub: HubDep, _: OperatorDep
+) -> SubmittedJob:
+    """Spawn ``app``/``function`` on the executor; answers once the call id is stored."""
+    job = await service.submit_job(
+        hub,
+        app=submission.app,
+        function=submission.function,
+        args=submission.args,
+        kwargs=submission.kwargs,
+        metadata=submission.metadata,
+        batch_id=submission.batch_id,
+    )
+    return _submitted(request, job)
+
+
+@router.post("/api/v3/executions", status_code=status.HTTP_201_CREATED, response_model=Job)
+async def register_execution(
+    registration: ExecutionRegistration, hub: HubDep, _: OperatorDep
+) -> Job:
+    now = time.time()
+    job = Job(
+        job_id=registration.job_id or service.new_job_id(),
+        call_id=registration.call_id,
+        status=JobStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        app=registration.app,
+        function=registration.function,
+        batch_id=registration.batch_id,
+        metadata=registration.metadata,
+    )
+    try:
+        return await service.register_execution(hub, job)
+    except JobIdTakenError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+
+
+@router.post("/api/v3/jobs/{job_id}/cancel", response_model=Job)
+async def cancel_job(job_id: str, hub: HubDep, _: OperatorDep) -> Job:
+    job = await hub.store.get_job(job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    return await service.cancel_job(hub, job)
+
+
+@router.post("/api/v3/webhooks/executions/{call_id}/cancel", response_model=Job)
+async def cancel_execution(call_id: str, hub: HubDep, _: OperatorDep) -> Job:
+    job = await hub.store.get_job_by_call(call_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job for call {call_id!r}")
+    return await service.cancel_job(hub, job)
+
+
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+Filter = Annotated[str | None, Query(max_length=200)]
 
 
 @router.get("/api/v3/jobs/{job_id}", response_model=Job)
@@ -25,3 +136,52 @@ async def get_execution(call_id: str, hub: HubDep, _: OperatorDep) -> Job:
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job for call {call_id!r}")
     return job
+
+
+@router.get("/api/v3/jobs", response_model=JobList)
+async def list_jobs(
+    hub: HubDep,
+    _: OperatorDep,
+    status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
+    app: Filter = None,
+    function: Filter = None,
+    batch_id: Filter = None,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> JobList:
+    """Jobs, oldest first, filtered by status (repeatable), app, function and batch."""
+    statuses = frozenset(status_) if status_ else None
+    jobs, next_cursor = await _page(hub, statuses, app, function, batch_id, cursor, limit)
+    return JobList(jobs=jobs, next_cursor=next_cursor)
+
+
+@router.get("/api/v3/webhooks/active-executions", response_model=ExecutionList)
+async def active_executions(
+    hub: HubDep,
+    _: OperatorDep,
+    app: Filter = None,
+    function: Filter = None,
+    batch_id: Filter = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> ExecutionList:
+    """Calls not finished yet (pending or running), oldest first."""
+    jobs, next_cursor = await _page(hub, ACTIVE_STATUSES, app, function, batch_id, cursor, limit)
+    return ExecutionList(executions=jobs, next_cursor=next_cursor)
+
+
+async def _page(
+    hub: Hub,
+    statuses: frozenset[JobStatus] | None,
+    app: str | None,
+    function: str | None,
+    batch_id: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Job], str | None]:
+    job_filter = JobFilter(statuses=statuses, app=app, function=function, batch_id=batch_id)
+    try:
+        page = await hub.store.list_jobs(job_filter, limit=limit, cursor=cursor)
+    except ValueError:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "malformed cursor") from None
+    return page.jobs, page.next_cursor

@@ -69,7 +69,12 @@ async def process_entries(
         if event is None:
             return Decision(job, "invalid: body no longer matches the event schema")
         return apply_event(
-            job, event, signed_at=entry.signed_at, now=now, result=results.get(entry.event_id)
+            job,
+            event,
+            signed_at=entry.signed_at,
+            now=now,
+            result=results.get(entry.event_id),
+            source=entry.source,
         )
 
     applied = await store.apply_inbox(entries, decide)
@@ -155,8 +160,11 @@ class EventProcessor:
                 self.last_round_ok, delay = False, self.sweep_interval
                 metrics.PROCESSOR_ERRORS.inc()
                 log.exception("processing round failed; will retry")
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and shutdown would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
                 # Woken by a new entry: let a burst gather so it is applied in one batch
                 # (one transaction, each job written once) rather than one round each.
                 await asyncio.sleep(self.gather_seconds)

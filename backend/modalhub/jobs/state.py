@@ -52,6 +52,7 @@ def apply_event(
     signed_at: int,
     now: float,
     result: StoredResult | None = None,
+    source: str = "webhook",
 ) -> Decision:
     """Return the job after ``event`` and what happened; never mutates ``job``."""
     job = new_job_for(event, now=now) if job is None else dataclasses.replace(job)
@@ -93,7 +94,7 @@ def apply_event(
 
     job.status = TERMINAL_FOR_EVENT[event.type]
     job.finished_at = signed_at
-    job.completed_by = "webhook"
+    job.completed_by = source
     job.execution_time = event.execution_time
     if event.type is EventType.SUCCESS:
         job.progress_percent = 100.0

@@ -43,7 +43,8 @@ async def run_worker(settings: Settings, *, parent_pid: int | None = None) -> No
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
+                async with asyncio.timeout(1.0):  # not wait_for: see processing.py
+                    await stop.wait()
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.warning("parent hub process is gone; worker exits")
                 break

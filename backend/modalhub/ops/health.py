@@ -23,7 +23,8 @@ CHECK_TIMEOUT_SECONDS = 2.0
 async def _check(probe: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(probe(), timeout=CHECK_TIMEOUT_SECONDS)
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            await probe()
     except Exception as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}

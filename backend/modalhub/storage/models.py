@@ -37,6 +37,9 @@ class InboxEntry:
     received_at: float
     processed_at: float | None = None
     outcome: str | None = None
+    # Who reported it: "webhook" (a signed callback), "poller" (the executor's status),
+    # "operator" (a cancel through the API). Recorded on the job as completed_by.
+    source: str = "webhook"
 
 
 @dataclass(slots=True)

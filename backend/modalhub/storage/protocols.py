@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from modalhub.storage.models import InboxEntry, Job
+from modalhub.storage.models import InboxEntry, Job, JobStatus
 
 
 def derived_job_id(call_id: str) -> str:
     """The id of a job first seen through a callback that named no usable job id."""
     return f"job-{call_id}"
+
+
+def encode_cursor(created_at: float, job_id: str) -> str:
+    """A listing cursor: the sort key of the last job on a page, opaque to clients."""
+    raw = json.dumps([created_at, job_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return float(created_at), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("malformed cursor") from exc
+
+
+class JobIdTakenError(ValueError):
+    """The job id is already used by a job of another call."""
+
+
+def merge_registration(existing: Job, registered: Job) -> Job:
+    """The job a callback created, completed with what a registration knows."""
+    existing.app = existing.app or registered.app
+    existing.function = existing.function or registered.function
+    existing.batch_id = existing.batch_id or registered.batch_id
+    existing.metadata = {**registered.metadata, **existing.metadata}
+    return existing
 
 
 class StoreUnavailableError(Exception):
@@ -29,6 +58,22 @@ class Decision:
 # Called inside the store's transaction with the job the event belongs to (None if the
 # hub has never seen the call) and the entry. Pure: it may run more than once on retry.
 DecideFn = Callable[[Job | None, InboxEntry], Decision]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a listing returns; None means any."""
+
+    statuses: frozenset[JobStatus] | None = None
+    app: str | None = None
+    function: str | None = None
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None  # opaque; None on the last page
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +113,22 @@ class JobStore(Protocol):
         are skipped (not returned), so concurrent or repeated runs apply an entry once.
         A new job whose id is already taken by another call gets ``derived_job_id``."""
 
+    async def register_job(self, job: Job) -> Job:
+        """Store a job for a call the hub spawned or was told about (``job.call_id`` set).
+        If the call has a job already (its first callback got there first), that job is
+        returned instead, completed with the app, function, batch and metadata it lacked.
+        A ``job_id`` that belongs to another call raises JobIdTakenError."""
+
     async def get_job(self, job_id: str) -> Job | None: ...
 
     async def get_job_by_call(self, call_id: str) -> Job | None: ...
+
+    async def list_jobs(
+        self, job_filter: JobFilter, *, limit: int, cursor: str | None = None
+    ) -> JobPage:
+        """Jobs matching the filter, oldest ``created_at`` first (ties by job id), a page
+        at a time. A cursor from one page continues after its last job, even when jobs
+        are added or change status in between. A malformed cursor raises ValueError."""
 
 
 @dataclass(frozen=True, slots=True)

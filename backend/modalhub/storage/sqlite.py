@@ -26,8 +26,14 @@ from modalhub.storage.protocols import (
     AppliedEntry,
     DecideFn,
     InboxBacklog,
+    JobFilter,
+    JobIdTakenError,
+    JobPage,
     StoreUnavailableError,
+    decode_cursor,
     derived_job_id,
+    encode_cursor,
+    merge_registration,
 )
 
 log = structlog.get_logger(__name__)
@@ -46,7 +52,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     signed_at    INTEGER NOT NULL,
     received_at  REAL NOT NULL,
     processed_at REAL,
-    outcome      TEXT
+    outcome      TEXT,
+    source       TEXT NOT NULL DEFAULT 'webhook'
 );
 CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (received_at) WHERE processed_at IS NULL;
 CREATE TABLE IF NOT EXISTS jobs (
@@ -54,15 +61,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     call_id    TEXT UNIQUE,
     status     TEXT NOT NULL,
     batch_id   TEXT,
+    app        TEXT,
+    function   TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     doc        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, job_id);
 """
 
-_INBOX_COLUMNS = "event_id, call_id, type, body, signed_at, received_at, processed_at, outcome"
+_INBOX_COLUMNS = (
+    "event_id, call_id, type, body, signed_at, received_at, processed_at, outcome, source"
+)
 
 
 class SqliteStore:
@@ -118,7 +130,7 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO inbox (event_id, call_id, type, body, signed_at,"
-                " received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                " received_at, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     entry.event_id,
                     entry.call_id,
@@ -126,6 +138,7 @@ class SqliteStore:
                     entry.body,
                     entry.signed_at,
                     entry.received_at,
+                    entry.source,
                 ),
             )
             return cursor.rowcount == 1
@@ -174,6 +187,23 @@ class SqliteStore:
         return result
 
     # --- jobs ---------------------------------------------------------------
+    async def register_job(self, job: Job) -> Job:
+        assert job.call_id is not None
+
+        def op(conn: sqlite3.Connection) -> Job:
+            existing = _load_job(conn, "call_id", job.call_id or "")
+            if existing is not None:
+                merged = merge_registration(existing, job)
+                _write_job(conn, merged, new=False)
+                return merged
+            if _load_job(conn, "job_id", job.job_id) is not None:
+                raise JobIdTakenError(f"job id {job.job_id!r} belongs to another call")
+            _write_job(conn, job, new=True)
+            return job
+
+        result: Job = await self._run(op, kind=ATOMIC)
+        return result
+
     async def get_job(self, job_id: str) -> Job | None:
         return await self._get_job_where("job_id", job_id)
 
@@ -185,6 +215,40 @@ class SqliteStore:
             return _load_job(conn, column, value)
 
         result: Job | None = await self._run(op, kind=READ)
+        return result
+
+    async def list_jobs(
+        self, job_filter: JobFilter, *, limit: int, cursor: str | None = None
+    ) -> JobPage:
+        after = decode_cursor(cursor) if cursor else None
+        where: list[str] = []
+        params: list[Any] = []
+        if job_filter.statuses is not None:
+            statuses = sorted(str(status) for status in job_filter.statuses)
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params += statuses
+        for column in ("app", "function", "batch_id"):
+            value = getattr(job_filter, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if after is not None:
+            where.append("(created_at > ? OR (created_at = ? AND job_id > ?))")
+            params += [after[0], after[0], after[1]]
+        sql = "SELECT doc FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, job_id LIMIT ?"
+        params.append(limit + 1)
+
+        def op(conn: sqlite3.Connection) -> JobPage:
+            jobs = [job_from_dict(json.loads(row[0])) for row in conn.execute(sql, params)]
+            more = len(jobs) > limit
+            jobs = jobs[:limit]
+            last = jobs[-1] if more else None
+            return JobPage(jobs, encode_cursor(last.created_at, last.job_id) if last else None)
+
+        result: JobPage = await self._run(op, kind=READ)
         return result
 
     # --- group commit ----------------------------------------------------------
@@ -287,18 +351,28 @@ def _load_job(conn: sqlite3.Connection, column: str, value: str) -> Job | None:
 
 def _write_job(conn: sqlite3.Connection, job: Job, *, new: bool) -> None:
     doc = json.dumps(job_to_dict(job), separators=(",", ":"))
-    params = (job.call_id, str(job.status), job.batch_id, job.created_at, job.updated_at, doc)
+    params = (
+        job.call_id,
+        str(job.status),
+        job.batch_id,
+        job.app,
+        job.function,
+        job.created_at,
+        job.updated_at,
+        doc,
+        job.job_id,
+    )
     if new:
         conn.execute(
-            "INSERT INTO jobs (call_id, status, batch_id, created_at, updated_at, doc, job_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (*params, job.job_id),
+            "INSERT INTO jobs (call_id, status, batch_id, app, function, created_at,"
+            " updated_at, doc, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            params,
         )
     else:
         conn.execute(
-            "UPDATE jobs SET call_id = ?, status = ?, batch_id = ?, created_at = ?,"
-            " updated_at = ?, doc = ? WHERE job_id = ?",
-            (*params, job.job_id),
+            "UPDATE jobs SET call_id = ?, status = ?, batch_id = ?, app = ?, function = ?,"
+            " created_at = ?, updated_at = ?, doc = ? WHERE job_id = ?",
+            params,
         )
 
 

@@ -1,0 +1,1 @@
+"""Executions: where jobs run (Modal, or the local executor) and how the hub asks them."""

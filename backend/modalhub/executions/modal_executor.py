@@ -1,0 +1,85 @@
+"""The Modal executor: a thin adapter over the `modal` SDK (imported only here).
+
+Credentials come from MODAL_TOKEN_ID / MODAL_TOKEN_SECRET, as for the modal CLI.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+from modalhub.executions.protocols import (
+    ExecutionState,
+    ExecutionStatus,
+    ExecutorUnavailableError,
+    UnknownFunctionError,
+)
+
+
+class ModalExecutor:
+    def __init__(self, modal: ModuleType | None = None) -> None:
+        # Tests pass a fake module with the same surface; tests/executions checks that
+        # the fake's names and exception classes match the installed `modal` package.
+        if modal is None:
+            import modal as modal_module
+
+            modal = modal_module
+        self.modal = modal
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def spawn(
+        self, app: str, function: str, *, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> str:
+        exc = self.modal.exception
+        try:
+            fn = self.modal.Function.from_name(app, function)
+            call = await fn.spawn.aio(*args, **kwargs)
+        except exc.NotFoundError as error:
+            raise UnknownFunctionError(f"no function {function!r} in Modal app {app!r}") from error
+        except (exc.ConnectionError, exc.AuthError, OSError) as error:
+            raise ExecutorUnavailableError(f"Modal: {error}") from error
+        call_id: str = call.object_id
+        return call_id
+
+    async def status(self, call_id: str) -> ExecutionStatus:
+        exc = self.modal.exception
+        try:
+            call = self.modal.FunctionCall.from_id(call_id)
+            result = await call.get.aio(timeout=0)
+        except exc.FunctionTimeoutError as error:
+            return ExecutionStatus(ExecutionState.TIMED_OUT, error=_error(error))
+        except exc.OutputExpiredError:
+            return ExecutionStatus(ExecutionState.EXPIRED)
+        except TimeoutError:  # the built-in one: no output yet, the call is running
+            return ExecutionStatus(ExecutionState.RUNNING)
+        except exc.InputCancellation:
+            return ExecutionStatus(ExecutionState.CANCELLED)
+        except (exc.ConnectionError, exc.AuthError) as error:
+            raise ExecutorUnavailableError(f"Modal: {error}") from error
+        except Exception as error:  # the function's own exception, re-raised by Modal
+            return ExecutionStatus(ExecutionState.FAILED, error=_error(error))
+        return ExecutionStatus(ExecutionState.SUCCEEDED, result=result)
+
+    async def cancel(self, call_id: str) -> None:
+        exc = self.modal.exception
+        try:
+            await self.modal.FunctionCall.from_id(call_id).cancel.aio()
+        except exc.NotFoundError:
+            return
+        except (exc.ConnectionError, exc.AuthError) as error:
+            raise ExecutorUnavailableError(f"Modal: {error}") from error
+
+
+def _error(error: BaseException) -> dict[str, Any]:
+    return {
+        "type": type(error).__name__,
+        "message": str(error)[:2000],
+        "traceback": "".join(traceback.format_exception(error))[-8000:],
+    }

@@ -1,0 +1,49 @@
+"""The executor interface: spawn a function, ask how a call is doing, cancel it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class ExecutionState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"  # the executor no longer knows the call's outcome
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionStatus:
+    state: ExecutionState
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+class UnknownFunctionError(LookupError):
+    """No such app/function on the executor: the submitter's mistake (a 4xx)."""
+
+
+class ExecutorUnavailableError(Exception):
+    """The executor could not be reached; the caller may retry (a 503)."""
+
+
+class Executor(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def spawn(
+        self, app: str, function: str, *, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> str:
+        """Start the function and return its call id without waiting for it."""
+
+    async def status(self, call_id: str) -> ExecutionStatus:
+        """How the call is doing, without blocking (RUNNING while it runs)."""
+
+    async def cancel(self, call_id: str) -> None:
+        """Stop the call; cancelling a finished or unknown call is not an error."""
