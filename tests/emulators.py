@@ -108,23 +108,6 @@ class FirestoreEmulator(Emulator):
     def ready(self) -> bool:
         return self._get(f"http://{self.host}/") == 200
 
-    def wipe(self, within: float = 90.0) -> None:
-        """Delete every document. The emulator answers 409 while a transaction it has not
-        expired yet holds a lock (one a stopped hub process left open): wait for it."""
-        request = urllib.request.Request(
-            f"http://{self.host}/emulator/v1/projects/{PROJECT}/databases/(default)/documents",
-            method="DELETE",
-        )
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=10):
-                    return
-            except urllib.error.HTTPError as exc:
-                if exc.code != 409 or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.5)
-
 
 class FakeGcsServer(Emulator):
     name = "fake-gcs-server"

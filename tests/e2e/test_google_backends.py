@@ -28,7 +28,6 @@ def google_env(
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    firestore_emulator.wipe()
     bucket = f"results-{uuid.uuid4().hex[:12]}"
     storage.Client(project=PROJECT, credentials=AnonymousCredentials()).create_bucket(bucket)
     return {

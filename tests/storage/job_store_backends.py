@@ -10,7 +10,7 @@ import pytest
 
 from modalhub.storage.protocols import JobStore
 from modalhub.storage.sqlite import SqliteStore
-from tests.emulators import PROJECT, FirestoreEmulator
+from tests.emulators import PROJECT
 
 
 def firestore_store(**kwargs: float) -> JobStore:
@@ -25,8 +25,7 @@ def firestore_store(**kwargs: float) -> JobStore:
 async def job_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
     store: JobStore
     if request.param == "firestore":
-        emulator: FirestoreEmulator = request.getfixturevalue("firestore_emulator")
-        emulator.wipe()
+        request.getfixturevalue("firestore_emulator")
         # The emulator serialises contended transactions slowly (seconds each): give
         # them room, so the suite tests the semantics, not the emulator's speed.
         store = firestore_store(timeout_seconds=10, transaction_timeout_seconds=60)

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from tests.storage.test_job_store_contract import count_events, entry
 
 
 def make_store(prefix: str, *, timeout: float = 10.0) -> FirestoreStore:
+    # Collections of their own per test (no wipe): the emulator refuses to wipe while a
+    # transaction another test abandoned still holds a lock.
     return FirestoreStore(
         project=PROJECT, prefix=prefix, timeout_seconds=timeout, transaction_timeout_seconds=60
     )
@@ -30,8 +33,7 @@ def make_store(prefix: str, *, timeout: float = 10.0) -> FirestoreStore:
 
 @pytest.fixture
 async def store(firestore_emulator: FirestoreEmulator) -> AsyncIterator[FirestoreStore]:
-    firestore_emulator.wipe()
-    fs = make_store("faults_")
+    fs = make_store(f"faults{uuid.uuid4().hex[:8]}_")
     await fs.open()
     try:
         yield fs
@@ -42,11 +44,13 @@ async def store(firestore_emulator: FirestoreEmulator) -> AsyncIterator[Firestor
 async def test_stopped_backend_fails_fast_and_recovers_without_reopening(
     firestore_emulator: FirestoreEmulator,
 ) -> None:
-    firestore_emulator.wipe()
-    fs = make_store("outage_", timeout=1.0)
+    fs = make_store(f"outage{uuid.uuid4().hex[:8]}_")
     await fs.open()
     try:
+        # The first write opens the channel (and a collection the emulator has not seen):
+        # give it the default bound, then hold every call to 1 s.
         assert await fs.put_inbox(entry("before")) is True
+        fs.timeout = 1.0
         firestore_emulator.stop()
         try:
             calls = {
@@ -132,7 +136,7 @@ async def test_a_duplicate_arriving_while_its_entry_is_applied(store: FirestoreS
     e = entry("busy")
     await store.put_inbox(e)
     client = store._db
-    ref = client.collection("faults_inbox").document("busy")
+    ref = client.collection(store.inbox_collection).document("busy")
     holding, release = asyncio.Event(), asyncio.Event()
 
     @async_transactional
@@ -154,8 +158,8 @@ async def test_a_duplicate_arriving_while_its_entry_is_applied(store: FirestoreS
 async def test_replicas_apply_each_entry_once(firestore_emulator: FirestoreEmulator) -> None:
     """Two stores (two clients, as two replicas) contend for the same entries. Small:
     the emulator takes seconds per contended transaction."""
-    firestore_emulator.wipe()
-    replicas = [make_store("replicas_"), make_store("replicas_")]
+    prefix = f"replicas{uuid.uuid4().hex[:8]}_"
+    replicas = [make_store(prefix), make_store(prefix)]
     for replica in replicas:
         await replica.open()
     try:
@@ -175,12 +179,12 @@ async def test_expire_at_for_the_ttl_policy(store: FirestoreStore) -> None:
     client = store._db
     e = entry("ttl")
     await store.put_inbox(e)
-    inbox = (await client.collection("faults_inbox").document("ttl").get()).to_dict()
+    inbox = (await client.collection(store.inbox_collection).document("ttl").get()).to_dict()
     assert inbox is not None
     assert abs(inbox["expire_at"].timestamp() - (e.received_at + 7 * 86400)) < 1
 
     await store.apply_inbox([e], count_events)  # running: kept until it finishes
-    jobs = client.collection("faults_jobs")
+    jobs = client.collection(store.jobs_collection)
     assert (await jobs.document("job-fc-1").get()).get("expire_at") is None
 
     def finish(job: Job | None, _: InboxEntry) -> Decision:
@@ -193,7 +197,7 @@ async def test_expire_at_for_the_ttl_policy(store: FirestoreStore) -> None:
     await store.apply_inbox([done], finish)
     expire_at = (await jobs.document("job-fc-1").get()).get("expire_at")
     assert expire_at.timestamp() == pytest.approx(1000.0 + 30 * 86400)
-    call = (await client.collection("faults_calls").document("fc-1").get()).to_dict()
+    call = (await client.collection(store.calls_collection).document("fc-1").get()).to_dict()
     assert call is not None and call["expire_at"] == expire_at
 
 
