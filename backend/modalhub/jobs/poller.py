@@ -5,7 +5,6 @@ by age alone: only what the executor says about the call (seed 002)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import structlog
@@ -52,12 +51,10 @@ async def poll_once(hub: Hub) -> int:
 
 async def run_poller(hub: Hub) -> None:
     while True:
-        with contextlib.suppress(StoreUnavailableError, ExecutorUnavailableError):
-            try:
-                await poll_once(hub)
-            except (StoreUnavailableError, ExecutorUnavailableError) as exc:
-                log.warning("poll skipped", error=str(exc))
-                raise
-            except Exception:
-                log.exception("poll failed; will retry")
+        try:
+            await poll_once(hub)
+        except (StoreUnavailableError, ExecutorUnavailableError) as exc:
+            log.warning("poll skipped: backend unavailable", error=str(exc))
+        except Exception:
+            log.exception("poll failed; will retry")
         await asyncio.sleep(hub.settings.poll_interval_seconds)
