@@ -140,7 +140,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
     )
     if settings.local_apps:
         submission = json.dumps(
-            {"app": "numerics", "function": "count_primes", "kwargs": {"limit": 5_000_000}}
+            {"app": "numerics", "function": "count_primes", "kwargs": {"limit": 50_000_000}}
         )
         print(
             f"Local apps: {', '.join(str(path) for path in settings.local_apps)}\n"
