@@ -16,7 +16,6 @@ import contextlib
 import importlib.util
 import multiprocessing
 import os
-import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -31,6 +30,7 @@ from modalhub.executions.protocols import (
     ExecutionState,
     ExecutionStatus,
     UnknownFunctionError,
+    error_info,
 )
 
 log = structlog.get_logger(__name__)
@@ -132,17 +132,9 @@ def _run_call(
             result = asyncio.run(result)
         outcome.send(("ok", result))
     except BaseException as error:
-        outcome.send(("error", _error(error)))
+        outcome.send(("error", error_info(error)))
     finally:
         outcome.close()
-
-
-def _error(error: BaseException) -> dict[str, Any]:
-    return {
-        "type": type(error).__name__,
-        "message": str(error)[:2000],
-        "traceback": "".join(traceback.format_exception(error))[-8000:],
-    }
 
 
 class LocalExecutor:

@@ -5,7 +5,6 @@ Credentials come from MODAL_TOKEN_ID / MODAL_TOKEN_SECRET, as for the modal CLI.
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
@@ -15,6 +14,7 @@ from modalhub.executions.protocols import (
     ExecutionStatus,
     ExecutorUnavailableError,
     UnknownFunctionError,
+    error_info,
 )
 
 
@@ -54,7 +54,7 @@ class ModalExecutor:
             call = self.modal.FunctionCall.from_id(call_id)
             result = await call.get.aio(timeout=0)
         except exc.FunctionTimeoutError as error:
-            return ExecutionStatus(ExecutionState.TIMED_OUT, error=_error(error))
+            return ExecutionStatus(ExecutionState.TIMED_OUT, error=error_info(error))
         except exc.OutputExpiredError:
             return ExecutionStatus(ExecutionState.EXPIRED)
         except TimeoutError:  # the built-in one: no output yet, the call is running
@@ -64,7 +64,7 @@ class ModalExecutor:
         except (exc.ConnectionError, exc.AuthError) as error:
             raise ExecutorUnavailableError(f"Modal: {error}") from error
         except Exception as error:  # the function's own exception, re-raised by Modal
-            return ExecutionStatus(ExecutionState.FAILED, error=_error(error))
+            return ExecutionStatus(ExecutionState.FAILED, error=error_info(error))
         return ExecutionStatus(ExecutionState.SUCCEEDED, result=result)
 
     async def cancel(self, call_id: str) -> None:
@@ -75,11 +75,3 @@ class ModalExecutor:
             return
         except (exc.ConnectionError, exc.AuthError) as error:
             raise ExecutorUnavailableError(f"Modal: {error}") from error
-
-
-def _error(error: BaseException) -> dict[str, Any]:
-    return {
-        "type": type(error).__name__,
-        "message": str(error)[:2000],
-        "traceback": "".join(traceback.format_exception(error))[-8000:],
-    }

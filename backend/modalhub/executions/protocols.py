@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,6 +23,15 @@ class ExecutionStatus:
     state: ExecutionState
     result: Any = None
     error: dict[str, Any] | None = None
+
+
+def error_info(error: BaseException) -> dict[str, Any]:
+    """A call's exception as the job records it (the shape of a callback's ``error``)."""
+    return {
+        "type": type(error).__name__,
+        "message": str(error)[:2000],
+        "traceback": "".join(traceback.format_exception(error))[-8000:],
+    }
 
 
 class UnknownFunctionError(LookupError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -83,13 +82,9 @@ async def submit_job(
 async def register_execution(
     registration: ExecutionRegistration, hub: HubDep, _: OperatorDep
 ) -> Job:
-    now = time.time()
-    job = Job(
-        job_id=registration.job_id or service.new_job_id(),
+    job = service.pending_job(
         call_id=registration.call_id,
-        status=JobStatus.PENDING,
-        created_at=now,
-        updated_at=now,
+        job_id=registration.job_id,
         app=registration.app,
         function=registration.function,
         batch_id=registration.batch_id,

@@ -32,8 +32,28 @@ EVENT_FOR_STATE = {
 }
 
 
-def new_job_id() -> str:
-    return f"job-{ULID()}"
+def pending_job(
+    *,
+    call_id: str,
+    job_id: str | None = None,
+    app: str | None = None,
+    function: str | None = None,
+    batch_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Job:
+    """A job the hub records before any callback: pending, with what it was told."""
+    now = time.time()
+    return Job(
+        job_id=job_id or f"job-{ULID()}",
+        call_id=call_id,
+        status=JobStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        app=app,
+        function=function,
+        batch_id=batch_id,
+        metadata=dict(metadata or {}),
+    )
 
 
 async def submit_job(
@@ -49,17 +69,8 @@ async def submit_job(
     """Spawn the function and store its call id at once (seed 002): the job can always be
     found again from Modal, whatever happens to this process next."""
     call_id = await hub.executor.spawn(app, function, args=args, kwargs=kwargs)
-    now = time.time()
-    job = Job(
-        job_id=new_job_id(),
-        call_id=call_id,
-        status=JobStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-        app=app,
-        function=function,
-        batch_id=batch_id,
-        metadata=dict(metadata),
+    job = pending_job(
+        call_id=call_id, app=app, function=function, batch_id=batch_id, metadata=metadata
     )
     try:
         job = await hub.store.register_job(job)
