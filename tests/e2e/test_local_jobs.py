@@ -4,6 +4,7 @@ the poller for a function that sends no callbacks."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +130,41 @@ def test_unknown_function_is_a_clear_4xx(hub: HubProcess) -> None:
         "count_ghosts" in response.json()["detail"]
         and "numerics/count_primes" in response.json()["detail"]
     )
+
+
+def test_batch_completes_with_its_last_job_and_writes_a_manifest(hub: HubProcess) -> None:
+    body = {
+        "batch_id": "batch-e2e",
+        "metadata": {"owner": "ml-platform"},
+        "jobs": [
+            {"app": "numerics", "function": "count_primes", "kwargs": {"limit": 10_000}},
+            {"app": "numerics", "function": "count_primes", "kwargs": {"limit": 100_000}},
+            {"app": "numerics", "function": "no_such_function"},
+        ],
+    }
+    response = httpx.post(f"{hub.url}/api/v3/batches", json=body, headers=AUTH, timeout=60)
+    assert response.status_code == 202, response.text
+    submitted = response.json()
+    assert submitted["total"] == 3 and len(submitted["jobs"]) == 3
+    again = httpx.post(f"{hub.url}/api/v3/batches", json=body, headers=AUTH, timeout=60)
+    assert again.status_code == 409
+
+    deadline = time.monotonic() + 60
+    while True:
+        batch = httpx.get(submitted["status_url"], headers=AUTH).json()
+        if batch["complete"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert batch["complete"], batch
+    assert batch["counts"] == {"succeeded": 2, "failed": 1} and batch["finished"] == 3
+    manifest = json.loads(Path(urlparse(batch["manifest_uri"]).path).read_text())
+    assert manifest["metadata"] == {"owner": "ml-platform"}
+    by_function = {(job["function"], job["status"]) for job in manifest["jobs"]}
+    assert by_function == {
+        ("count_primes", "succeeded"),
+        ("no_such_function", "failed"),
+    }
+    primes = sorted(job["result"]["primes"] for job in manifest["jobs"] if job["result"])
+    assert primes == [1_229, 9_592]
+    listed = httpx.get(batch["jobs_url"], headers=AUTH).json()["jobs"]
+    assert len(listed) == 3

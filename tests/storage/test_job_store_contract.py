@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 
-from modalhub.storage.models import InboxEntry, Job, JobStatus
-from modalhub.storage.protocols import Decision, JobFilter, JobIdTakenError, JobStore
+from modalhub.storage.models import Batch, InboxEntry, Job, JobStatus
+from modalhub.storage.protocols import (
+    BatchExistsError,
+    Decision,
+    JobFilter,
+    JobIdTakenError,
+    JobStore,
+)
 
 
 def entry(event_id: str, call_id: str = "fc-1", type_: str = "function.progress") -> InboxEntry:
@@ -228,3 +235,54 @@ async def test_register_refuses_a_job_id_of_another_call(job_store: JobStore) ->
     with pytest.raises(JobIdTakenError):
         await job_store.register_job(registered("job-x", "fc-x2"))
     assert await job_store.get_job_by_call("fc-x2") is None
+
+
+def finish_as(status: JobStatus) -> Callable[[Job | None, InboxEntry], Decision]:
+    def decide(job: Job | None, e: InboxEntry) -> Decision:
+        assert job is not None
+        job.status = status
+        return Decision(job, "applied")
+
+    return decide
+
+
+async def test_batch_counts_move_with_their_jobs_and_complete_once(job_store: JobStore) -> None:
+    await job_store.create_batch(Batch(batch_id="b-1", total=3, created_at=1.0))
+    with pytest.raises(BatchExistsError):
+        await job_store.create_batch(Batch(batch_id="b-1", total=9, created_at=2.0))
+    for index in range(3):
+        await job_store.register_job(registered(f"job-b{index}", f"fc-b{index}", batch_id="b-1"))
+    await job_store.register_job(registered("job-lone", "fc-lone"))  # in no batch
+    batch = await job_store.get_batch("b-1")
+    assert batch is not None and batch.counts == {"pending": 3} and batch.completed_at is None
+
+    completed: list[str | None] = []
+    for index, status in enumerate((JobStatus.SUCCEEDED, JobStatus.FAILED)):
+        e = entry(f"b-done-{index}", call_id=f"fc-b{index}")
+        await job_store.put_inbox(e)
+        completed += [
+            a.completed_batch for a in await job_store.apply_inbox([e], finish_as(status))
+        ]
+    batch = await job_store.get_batch("b-1")
+    assert batch is not None and batch.counts == {"pending": 1, "succeeded": 1, "failed": 1}
+    assert completed == [None, None] and batch.completed_at is None
+
+    # The last job: running first, then finished, in one call to apply_inbox.
+    running, done = entry("b-run", call_id="fc-b2"), entry("b-end", call_id="fc-b2")
+    for e in (running, done):
+        await job_store.put_inbox(e)
+    applied = await job_store.apply_inbox(
+        [running, done],
+        lambda job, e: finish_as(JobStatus.RUNNING if e is running else JobStatus.SUCCEEDED)(
+            job, e
+        ),
+    )
+    assert [a.completed_batch for a in applied] == [None, "b-1"]
+    batch = await job_store.get_batch("b-1")
+    assert batch is not None and batch.completed_at is not None
+    assert batch.counts == {"succeeded": 2, "failed": 1}
+
+    await job_store.set_batch_manifest("b-1", "gs://bucket/manifest.json")
+    batch = await job_store.get_batch("b-1")
+    assert batch is not None and batch.manifest_uri == "gs://bucket/manifest.json"
+    assert await job_store.get_batch("b-nope") is None

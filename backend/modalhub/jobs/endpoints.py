@@ -9,10 +9,11 @@ from pydantic import BaseModel, Field
 
 from modalhub.hub import Hub, HubDep
 from modalhub.ingest.schemas import Identifier
-from modalhub.jobs import service
+from modalhub.jobs import batches, service
+from modalhub.jobs.manifests import write_manifest
 from modalhub.security import OperatorDep
 from modalhub.storage.models import Job, JobStatus
-from modalhub.storage.protocols import JobFilter, JobIdTakenError
+from modalhub.storage.protocols import BatchExistsError, JobFilter, JobIdTakenError
 
 router = APIRouter(tags=["jobs"])
 
@@ -110,6 +111,81 @@ async def cancel_execution(call_id: str, hub: HubDep, _: OperatorDep) -> Job:
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job for call {call_id!r}")
     return await service.cancel_job(hub, job)
+
+
+class BatchSubmission(BaseModel):
+    jobs: list[JobSubmission] = Field(min_length=1, max_length=1000)
+    batch_id: Identifier | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubmittedBatch(BaseModel):
+    batch_id: str
+    total: int
+    status_url: str
+    jobs: list[SubmittedJob]
+
+
+class BatchView(BaseModel):
+    batch_id: str
+    total: int
+    counts: dict[str, int]
+    finished: int
+    complete: bool
+    created_at: float
+    completed_at: float | None
+    manifest_uri: str | None
+    metadata: dict[str, Any]
+    jobs_url: str
+
+
+@router.post("/api/v3/batches", status_code=status.HTTP_202_ACCEPTED, response_model=SubmittedBatch)
+async def submit_batch(
+    submission: BatchSubmission, request: Request, hub: HubDep, _: OperatorDep
+) -> SubmittedBatch:
+    """Submit many jobs at once. A job whose function cannot be spawned is recorded as
+    failed in the batch (its error says why), so the batch still completes."""
+    if any(job.batch_id for job in submission.jobs):
+        raise HTTPException(422, "jobs of a batch take the batch's id: leave their batch_id out")
+    specs = [
+        batches.JobSpec(job.app, job.function, job.args, job.kwargs, job.metadata)
+        for job in submission.jobs
+    ]
+    try:
+        batch, jobs = await batches.submit_batch(
+            hub, specs, batch_id=submission.batch_id, metadata=submission.metadata
+        )
+    except BatchExistsError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return SubmittedBatch(
+        batch_id=batch.batch_id,
+        total=batch.total,
+        status_url=str(request.url_for("get_batch", batch_id=batch.batch_id)),
+        jobs=[_submitted(request, job) for job in jobs],
+    )
+
+
+@router.get("/api/v3/batches/{batch_id}", response_model=BatchView)
+async def get_batch(batch_id: str, request: Request, hub: HubDep, _: OperatorDep) -> BatchView:
+    batch = await hub.store.get_batch(batch_id)
+    if batch is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id!r}")
+    if batch.completed_at is not None and batch.manifest_uri is None:
+        # Completed, but the manifest was not written (the process stopped in between).
+        batch.manifest_uri = await write_manifest(hub.store, hub.blobs, batch_id)
+    jobs_url = str(request.url_for("list_jobs").include_query_params(batch_id=batch_id))
+    return BatchView(
+        batch_id=batch.batch_id,
+        total=batch.total,
+        counts=batch.counts,
+        finished=batch.finished,
+        complete=batch.completed_at is not None,
+        created_at=batch.created_at,
+        completed_at=batch.completed_at,
+        manifest_uri=batch.manifest_uri,
+        metadata=batch.metadata,
+        jobs_url=jobs_url,
+    )
 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]

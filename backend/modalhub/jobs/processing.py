@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from modalhub import metrics
 from modalhub.config import Settings
 from modalhub.ingest.schemas import CallbackEvent, EventType
+from modalhub.jobs.manifests import write_manifest
 from modalhub.jobs.results import store_result
 from modalhub.jobs.state import StoredResult, apply_event
 from modalhub.storage.models import InboxEntry, Job
@@ -80,6 +81,8 @@ async def process_entries(
     applied = await store.apply_inbox(entries, decide)
     for item in applied:
         _record(item, now)
+        if item.completed_batch is not None:
+            await write_manifest(store, blobs, item.completed_batch)
     return applied
 
 

@@ -51,9 +51,19 @@ from google.cloud.firestore_v1 import (
 )
 from google.cloud.firestore_v1.async_aggregation import AsyncAggregationQuery
 
-from modalhub.storage.models import InboxEntry, Job, job_from_dict, job_to_dict
+from modalhub.storage.models import (
+    Batch,
+    InboxEntry,
+    Job,
+    JobStatus,
+    batch_from_dict,
+    batch_to_dict,
+    job_from_dict,
+    job_to_dict,
+)
 from modalhub.storage.protocols import (
     AppliedEntry,
+    BatchExistsError,
     DecideFn,
     InboxBacklog,
     JobFilter,
@@ -143,6 +153,7 @@ class FirestoreStore:
         self.chunks_collection = f"{prefix}inbox_chunks"
         self.jobs_collection = f"{prefix}jobs"
         self.calls_collection = f"{prefix}calls"
+        self.batches_collection = f"{prefix}batches"
         self._client: AsyncClient | None = None
         self._abandoned: set[asyncio.Task[Any]] = set()  # calls that timed out
         self._call_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -358,28 +369,37 @@ class FirestoreStore:
             if inbox_data is None or inbox_data.get("processed"):
                 return None  # unknown, or processed by another worker or an earlier run
             job, job_ref = await self._job_of_call(transaction, call, entry.call_id)
+            # Its status in its batch, taken before decide (which may change the object).
+            counted_as = job.status if job is not None and job.batch_id else None
             try:
                 decision = decide(job, entry)
             except Exception as exc:
                 raise _PassThroughError(exc) from exc
 
             written = decision.job
-            if written is not None:
-                if job_ref is None:  # a new job: its id may be taken by another call
+            new_job = job_ref is None
+            if written is not None and job_ref is None:
+                # A new job: its id may be taken by another call.
+                job_ref = jobs.document(document_id(written.job_id))
+                (taken,) = await self._read(transaction, job_ref)
+                if taken.exists:
+                    requested = written.job_id
+                    written = dataclasses.replace(written, job_id=derived_job_id(entry.call_id))
                     job_ref = jobs.document(document_id(written.job_id))
                     (taken,) = await self._read(transaction, job_ref)
-                    if taken.exists:
-                        requested = written.job_id
-                        written = dataclasses.replace(written, job_id=derived_job_id(entry.call_id))
-                        job_ref = jobs.document(document_id(written.job_id))
-                        (taken,) = await self._read(transaction, job_ref)
-                        if taken.exists:  # as in SQLite, where the insert fails
-                            raise _PassThroughError(
-                                JobIdTakenError(
-                                    f"job ids {requested!r} and {written.job_id!r}"
-                                    " both belong to other calls"
-                                )
+                    if taken.exists:  # as in SQLite, where the insert fails
+                        raise _PassThroughError(
+                            JobIdTakenError(
+                                f"job ids {requested!r} and {written.job_id!r}"
+                                " both belong to other calls"
                             )
+                        )
+            completed_batch = None
+            if written is not None:
+                # The last read: the batch, counted in this same transaction.
+                completed_batch = await self._count_in_batch(transaction, written, counted_as)
+                assert job_ref is not None
+                if new_job:
                     transaction.create(job_ref, self._job_fields(written))
                 else:
                     transaction.set(job_ref, self._job_fields(written))
@@ -388,9 +408,69 @@ class FirestoreStore:
                 inbox_ref,
                 {"processed": True, "processed_at": time.time(), "outcome": decision.outcome},
             )
-            return AppliedEntry(entry=entry, job=written, outcome=decision.outcome)
+            return AppliedEntry(
+                entry=entry,
+                job=written,
+                outcome=decision.outcome,
+                completed_batch=completed_batch,
+            )
 
         return await self._transact("apply_inbox", entry.call_id, run)
+
+    async def _count_in_batch(
+        self, transaction: AsyncTransaction, job: Job, old: JobStatus | None
+    ) -> str | None:
+        """Read the job's batch in the transaction and write it back with the job counted
+        (a read, then a buffered write: call before the transaction's other writes).
+        Returns the batch id if this completed it."""
+        if not job.batch_id or old == job.status:
+            return None
+        ref = self._db.collection(self.batches_collection).document(document_id(job.batch_id))
+        (snapshot,) = await self._read(transaction, ref)
+        if not snapshot.exists:
+            return None
+        batch = batch_from_dict(json.loads(snapshot.get("doc")))
+        completed = batch.count(old, job.status, now=time.time())
+        transaction.set(ref, self._batch_fields(batch))
+        return batch.batch_id if completed else None
+
+    def _batch_fields(self, batch: Batch) -> dict[str, Any]:
+        return {"batch_id": batch.batch_id, "doc": json.dumps(batch_to_dict(batch))}
+
+    async def create_batch(self, batch: Batch) -> None:
+        ref = self._db.collection(self.batches_collection).document(document_id(batch.batch_id))
+
+        async def create() -> None:
+            try:
+                await ref.create(
+                    self._batch_fields(batch), retry=self._retry(), timeout=self.timeout
+                )
+            except api_exceptions.AlreadyExists:
+                raise BatchExistsError(f"batch {batch.batch_id!r} exists already") from None
+
+        await self._bounded("create_batch", create)
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        ref = self._db.collection(self.batches_collection).document(document_id(batch_id))
+
+        async def read() -> Batch | None:
+            snapshot = await ref.get(retry=self._retry(), timeout=self.timeout)
+            return batch_from_dict(json.loads(snapshot.get("doc"))) if snapshot.exists else None
+
+        return await self._bounded("get_batch", read)
+
+    async def set_batch_manifest(self, batch_id: str, uri: str) -> None:
+        ref = self._db.collection(self.batches_collection).document(document_id(batch_id))
+
+        @async_transactional
+        async def run(transaction: AsyncTransaction) -> None:
+            (snapshot,) = await self._read(transaction, ref)
+            if snapshot.exists:
+                batch = batch_from_dict(json.loads(snapshot.get("doc")))
+                batch.manifest_uri = uri
+                transaction.set(ref, self._batch_fields(batch))
+
+        await self._transact("set_batch_manifest", batch_id, run)
 
     async def _job_of_call(
         self, transaction: AsyncTransaction, call: _Snapshot, call_id: str
@@ -474,7 +554,10 @@ class FirestoreStore:
             existing, existing_ref = await self._job_of_call(transaction, call, call_id)
             if existing is not None and existing_ref is not None:
                 # Its first callback got there first: complete that job.
+                joins_batch = existing.batch_id is None and job.batch_id is not None
                 merged = merge_registration(existing, job)
+                if joins_batch:
+                    await self._count_in_batch(transaction, merged, None)
                 transaction.set(existing_ref, self._job_fields(merged))
                 return merged
             (taken,) = await self._read(transaction, job_ref)
@@ -482,6 +565,7 @@ class FirestoreStore:
                 raise _PassThroughError(
                     JobIdTakenError(f"job id {job.job_id!r} belongs to another call")
                 )
+            await self._count_in_batch(transaction, job, None)
             transaction.create(job_ref, self._job_fields(job))
             transaction.set(call_ref, self._call_fields(job))
             return job

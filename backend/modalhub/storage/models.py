@@ -67,6 +67,49 @@ class Job:
     completed_by: str | None = None  # which path set the terminal state ("webhook", ...)
 
 
+@dataclass(slots=True)
+class Batch:
+    """Jobs submitted together; ``counts`` (jobs per status) change in the same
+    transaction as the jobs, so the batch completes exactly when its last job does."""
+
+    batch_id: str
+    total: int
+    created_at: float
+    counts: dict[str, int] = field(default_factory=dict)
+    completed_at: float | None = None
+    manifest_uri: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.get(status.value, 0) for status in TERMINAL_STATUSES)
+
+    def count(self, old: JobStatus | None, new: JobStatus, *, now: float) -> bool:
+        """Move one job from ``old`` (None: new to the batch) to ``new``; True when this
+        completed the batch."""
+        if old == new:
+            return False
+        if old is not None:
+            left = self.counts.get(old.value, 0) - 1
+            if left > 0:
+                self.counts[old.value] = left
+            else:
+                self.counts.pop(old.value, None)
+        self.counts[new.value] = self.counts.get(new.value, 0) + 1
+        if self.completed_at is None and self.finished >= self.total:
+            self.completed_at = now
+            return True
+        return False
+
+
+def batch_to_dict(batch: Batch) -> dict[str, Any]:
+    return {name: getattr(batch, name) for name in Batch.__dataclass_fields__}
+
+
+def batch_from_dict(data: dict[str, Any]) -> Batch:
+    return Batch(**{key: value for key, value in data.items() if key in Batch.__dataclass_fields__})
+
+
 def job_to_dict(job: Job) -> dict[str, Any]:
     """A JSON-ready copy of the job (the API and the stores share this shape)."""
     return {name: getattr(job, name) for name in Job.__dataclass_fields__}

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from modalhub.storage.models import InboxEntry, Job, JobStatus
+from modalhub.storage.models import Batch, InboxEntry, Job, JobStatus
 
 
 def derived_job_id(call_id: str) -> str:
@@ -28,6 +28,10 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         return float(created_at), str(job_id)
     except (ValueError, TypeError) as exc:
         raise ValueError("malformed cursor") from exc
+
+
+class BatchExistsError(ValueError):
+    """A batch with this id exists already."""
 
 
 class JobIdTakenError(ValueError):
@@ -87,6 +91,7 @@ class AppliedEntry:
     entry: InboxEntry
     job: Job | None
     outcome: str
+    completed_batch: str | None = None  # the batch this entry's job completed, if any
 
 
 class JobStore(Protocol):
@@ -117,9 +122,18 @@ class JobStore(Protocol):
         """Store a job for a call the hub spawned or was told about (``job.call_id`` set).
         If the call has a job already (its first callback got there first), that job is
         returned instead, completed with the app, function, batch and metadata it lacked.
-        A ``job_id`` that belongs to another call raises JobIdTakenError."""
+        A ``job_id`` that belongs to another call raises JobIdTakenError. A job that joins
+        a batch is counted in it in the same transaction; the returned job's
+        ``completed_batch`` is not reported here: read the batch."""
 
     async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def create_batch(self, batch: Batch) -> None:
+        """Create the batch (before its jobs); BatchExistsError if the id is used."""
+
+    async def get_batch(self, batch_id: str) -> Batch | None: ...
+
+    async def set_batch_manifest(self, batch_id: str, uri: str) -> None: ...
 
     async def get_job_by_call(self, call_id: str) -> Job | None: ...
 

@@ -12,6 +12,7 @@ only after the commit returned: nothing is acknowledged before it is durable.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import time
@@ -21,9 +22,19 @@ from typing import Any
 
 import structlog
 
-from modalhub.storage.models import InboxEntry, Job, job_from_dict, job_to_dict
+from modalhub.storage.models import (
+    Batch,
+    InboxEntry,
+    Job,
+    JobStatus,
+    batch_from_dict,
+    batch_to_dict,
+    job_from_dict,
+    job_to_dict,
+)
 from modalhub.storage.protocols import (
     AppliedEntry,
+    BatchExistsError,
     DecideFn,
     InboxBacklog,
     JobFilter,
@@ -68,6 +79,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     doc        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    doc      TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, job_id);
 """
@@ -193,16 +208,48 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> Job:
             existing = _load_job(conn, "call_id", job.call_id or "")
             if existing is not None:
+                joins_batch = existing.batch_id is None and job.batch_id is not None
                 merged = merge_registration(existing, job)
                 _write_job(conn, merged, new=False)
+                if joins_batch:
+                    _count_in_batch(conn, merged, None)
                 return merged
             if _load_job(conn, "job_id", job.job_id) is not None:
                 raise JobIdTakenError(f"job id {job.job_id!r} belongs to another call")
             _write_job(conn, job, new=True)
+            _count_in_batch(conn, job, None)
             return job
 
         result: Job = await self._run(op, kind=ATOMIC)
         return result
+
+    async def create_batch(self, batch: Batch) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO batches (batch_id, doc) VALUES (?, ?)",
+                    (batch.batch_id, json.dumps(batch_to_dict(batch))),
+                )
+            except sqlite3.IntegrityError:
+                raise BatchExistsError(f"batch {batch.batch_id!r} exists already") from None
+
+        await self._run(op, kind=WRITE)
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        def op(conn: sqlite3.Connection) -> Batch | None:
+            return _load_batch(conn, batch_id)
+
+        result: Batch | None = await self._run(op, kind=READ)
+        return result
+
+    async def set_batch_manifest(self, batch_id: str, uri: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            batch = _load_batch(conn, batch_id)
+            if batch is not None:
+                batch.manifest_uri = uri
+                _write_batch(conn, batch)
+
+        await self._run(op, kind=ATOMIC)
 
     async def get_job(self, job_id: str) -> Job | None:
         return await self._get_job_where("job_id", job_id)
@@ -344,6 +391,29 @@ def _call(operation: Operation, conn: sqlite3.Connection) -> tuple[Any, BaseExce
         return None, exc
 
 
+def _load_batch(conn: sqlite3.Connection, batch_id: str) -> Batch | None:
+    row = conn.execute("SELECT doc FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+    return batch_from_dict(json.loads(row[0])) if row else None
+
+
+def _write_batch(conn: sqlite3.Connection, batch: Batch) -> None:
+    conn.execute(
+        "UPDATE batches SET doc = ? WHERE batch_id = ?",
+        (json.dumps(batch_to_dict(batch)), batch.batch_id),
+    )
+
+
+def _count_in_batch(conn: sqlite3.Connection, job: Job, old: JobStatus | None) -> bool:
+    """Count the job's move from ``old`` in its batch, if it has one; True if that
+    completed the batch."""
+    batch = _load_batch(conn, job.batch_id) if job.batch_id else None
+    if batch is None or old == job.status:
+        return False
+    completed = batch.count(old, job.status, now=time.time())
+    _write_batch(conn, batch)
+    return completed
+
+
 def _load_job(conn: sqlite3.Connection, column: str, value: str) -> Job | None:
     row = conn.execute(f"SELECT doc FROM jobs WHERE {column} = ?", (value,)).fetchone()
     return job_from_dict(json.loads(row[0])) if row else None
@@ -392,6 +462,9 @@ def _apply_batch(
         )
     }
     jobs: dict[str, Job | None] = {}  # by call id, as the batch leaves them
+    # By call id: the status the job had in its batch when this batch of entries found it
+    # (captured as values: a decide function may change the job object it is given).
+    counted_as: dict[str, JobStatus | None] = {}
     new_calls: set[str] = set()
     touched: set[str] = set()
     applied: list[AppliedEntry] = []
@@ -400,7 +473,9 @@ def _apply_batch(
             continue
         unprocessed.discard(entry.event_id)  # the same entry twice in one batch: once
         if entry.call_id not in jobs:
-            jobs[entry.call_id] = _load_job(conn, "call_id", entry.call_id)
+            found = _load_job(conn, "call_id", entry.call_id)
+            jobs[entry.call_id] = found
+            counted_as[entry.call_id] = found.status if found and found.batch_id else None
         job = jobs[entry.call_id]
         decision = decide(job, entry)
         if decision.job is not None:
@@ -412,10 +487,18 @@ def _apply_batch(
             touched.add(entry.call_id)
         applied.append(AppliedEntry(entry=entry, job=decision.job, outcome=decision.outcome))
 
+    completed: dict[str, str] = {}  # call id -> the batch its job completed
     for call_id in touched:
         job = jobs[call_id]
         assert job is not None
         _write_job(conn, job, new=call_id in new_calls)
+        if _count_in_batch(conn, job, counted_as[call_id]) and job.batch_id:
+            completed[call_id] = job.batch_id
+    if completed:  # reported on the last entry applied for that call
+        last: dict[str, int] = {a.entry.call_id: i for i, a in enumerate(applied)}
+        for call_id, batch_id in completed.items():
+            index = last[call_id]
+            applied[index] = dataclasses.replace(applied[index], completed_batch=batch_id)
     now = time.time()
     conn.executemany(
         "UPDATE inbox SET processed_at = ?, outcome = ? WHERE event_id = ?",
