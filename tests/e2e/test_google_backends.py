@@ -83,7 +83,7 @@ def lifecycle(call: int) -> list[tuple[str, dict[str, Any]]]:
 
 
 async def wait_processed(client: httpx.AsyncClient, url: str) -> None:
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 240  # contended batch counters are slow on the emulator
     while time.monotonic() < deadline:
         response = await client.get(url + "/api/v3/webhooks/modal/health")
         if response.status_code == 200 and response.json()["checks"]["inbox"]["pending"] == 0:
@@ -95,6 +95,13 @@ async def wait_processed(client: httpx.AsyncClient, url: str) -> None:
 async def test_two_hubs_apply_each_event_exactly_once(
     two_hubs: tuple[HubProcess, HubProcess], google_env: dict[str, str]
 ) -> None:
+    from modalhub.storage.firestore import FirestoreStore
+    from modalhub.storage.models import Batch
+
+    # The callbacks name batch "b": its counters must end exact, whichever hub applies what.
+    store = FirestoreStore(project=PROJECT, prefix=google_env["MODALHUB_FIRESTORE_PREFIX"])
+    await store.open()
+    await store.create_batch(Batch(batch_id="b", total=CALLS, created_at=time.time()))
     rng = random.Random(3)
     events = [item for call in range(CALLS) for item in lifecycle(call)]
     # Every event goes to both hubs (a sender retrying against another replica), in
@@ -140,12 +147,19 @@ async def test_two_hubs_apply_each_event_exactly_once(
     bucket = storage.Client(project=PROJECT, credentials=AnonymousCredentials()).bucket(
         google_env["MODALHUB_GCS_BUCKET"]
     )
+    batch = await store.get_batch("b")
+    await store.close()
+    assert batch is not None and batch.counts == {"succeeded": CALLS}
+    assert batch.completed_at is not None
+    manifest = "results/batches/b/manifest.json"
+    assert batch.manifest_uri == f"gs://{google_env['MODALHUB_GCS_BUCKET']}/{manifest}"
     names = sorted(blob.name for blob in bucket.list_blobs())
-    assert names == sorted(
+    expected = [
         f"results/job-g{call}/{name}"
         for call in range(CALLS)
         for name in ("result.json", "structure")
-    )
+    ]
+    assert names == sorted([*expected, manifest])
     for call in range(CALLS):
         blob = bucket.get_blob(f"results/job-g{call}/structure")
         assert blob is not None and blob.download_as_bytes() == f"structure of {call}".encode()
