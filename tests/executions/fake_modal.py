@@ -119,6 +119,26 @@ class FakeCloud:
                 cloud.spawned.append((self.app, self.name, args, kwargs))
                 return call
 
+        class Cls:
+            def __init__(self, app: str, name: str) -> None:
+                self.app, self.name = app, name
+
+            @classmethod
+            def from_name(cls, app_name: str, name: str) -> Cls:
+                if not any(
+                    k[0] == app_name and k[1].startswith(f"{name}.") for k in cloud.functions
+                ):
+                    raise NotFoundError(f"Class {app_name}/{name} not found")
+                return cls(app_name, name)
+
+            def __call__(self) -> Any:
+                methods = {
+                    key[1].split(".", 1)[1]: Function(self.app, key[1])
+                    for key in cloud.functions
+                    if key[0] == self.app and key[1].startswith(f"{self.name}.")
+                }
+                return SimpleNamespace(**methods)
+
         class FunctionCall:
             @staticmethod
             def from_id(call_id: str) -> FakeCall:
@@ -128,4 +148,6 @@ class FakeCloud:
                     raise NotFoundError(f"no call {call_id}")
                 return cloud.calls[call_id]
 
-        return SimpleNamespace(Function=Function, FunctionCall=FunctionCall, exception=exception)
+        return SimpleNamespace(
+            Function=Function, Cls=Cls, FunctionCall=FunctionCall, exception=exception
+        )

@@ -24,6 +24,7 @@ from tests.executions.fake_modal import FakeCloud
 def cloud() -> FakeCloud:
     cloud = FakeCloud()
     cloud.functions[("boltz2", "predict")] = lambda: None
+    cloud.functions[("boltz2", "Model.embed")] = lambda: None  # a method of a modal.Cls
     return cloud
 
 
@@ -36,6 +37,17 @@ async def test_spawn_returns_the_call_id(cloud: FakeCloud, executor: ModalExecut
     call_id = await executor.spawn("boltz2", "predict", args=["MKT"], kwargs={"steps": 3})
     assert call_id in cloud.calls
     assert cloud.spawned == [("boltz2", "predict", ("MKT",), {"steps": 3})]
+
+
+async def test_class_methods_are_addressed_as_class_dot_method(
+    cloud: FakeCloud, executor: ModalExecutor
+) -> None:
+    call_id = await executor.spawn("boltz2", "Model.embed", args=["MKT"], kwargs={})
+    assert call_id in cloud.calls and cloud.spawned[-1][:2] == ("boltz2", "Model.embed")
+    with pytest.raises(UnknownFunctionError):
+        await executor.spawn("boltz2", "Model.missing", args=[], kwargs={})
+    with pytest.raises(UnknownFunctionError):
+        await executor.spawn("boltz2", "Nope.embed", args=[], kwargs={})
 
 
 async def test_unknown_function_and_unreachable_modal(
@@ -100,6 +112,7 @@ def test_fake_matches_the_real_modal_package() -> None:
     assert not issubclass(modal.exception.FunctionTimeoutError, TimeoutError)
     # The methods the adapter calls exist, with the parameters it passes.
     assert callable(modal.Function.from_name)
+    assert callable(modal.Cls.from_name)
     assert callable(modal.FunctionCall.from_id)
     assert hasattr(modal.Function, "spawn") and hasattr(modal.FunctionCall, "cancel")
     get = inspect.signature(modal.FunctionCall.get)

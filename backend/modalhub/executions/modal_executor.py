@@ -39,9 +39,14 @@ class ModalExecutor:
     ) -> str:
         exc = self.modal.exception
         try:
-            fn = self.modal.Function.from_name(app, function)
+            if "." in function:  # "Class.method": a method of a modal.Cls
+                class_name, method = function.split(".", 1)
+                instance = self.modal.Cls.from_name(app, class_name)()
+                fn = getattr(instance, method)
+            else:
+                fn = self.modal.Function.from_name(app, function)
             call = await fn.spawn.aio(*args, **kwargs)
-        except exc.NotFoundError as error:
+        except (exc.NotFoundError, AttributeError) as error:
             raise UnknownFunctionError(f"no function {function!r} in Modal app {app!r}") from error
         except (exc.ConnectionError, exc.AuthError, OSError) as error:
             raise ExecutorUnavailableError(f"Modal: {error}") from error
