@@ -31,6 +31,8 @@ from modalhub_sdk.signing import Verifier
 
 log = structlog.get_logger(__name__)
 
+RETRY_AFTER_SECONDS = "5"  # how soon a sender should retry after a 503
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
@@ -96,16 +98,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(
             {"detail": f"executor unavailable, retry later: {exc}"},
             status_code=503,
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
 
     @app.exception_handler(StoreUnavailableError)
     async def store_unavailable(_: Request, exc: StoreUnavailableError) -> JSONResponse:
         log.warning("store unavailable", error=str(exc))
         return JSONResponse(
-            {"detail": "store unavailable, retry later"},
+            {"detail": "store unavailable; retry later"},
             status_code=503,
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
 
     def openapi() -> dict[str, Any]:

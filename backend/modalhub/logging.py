@@ -70,7 +70,7 @@ def configure_logging(*, fmt: str = "auto", level: str = "info") -> None:
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info if json_output else _identity,
+                *([structlog.processors.format_exc_info] if json_output else []),
                 renderer,
             ],
         )
@@ -93,7 +93,3 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
-
-
-def _identity(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    return event_dict

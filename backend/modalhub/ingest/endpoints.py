@@ -6,7 +6,6 @@ import json
 import time
 
 from fastapi import HTTPException, Request, Response, status
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from modalhub import metrics
@@ -16,7 +15,6 @@ from modalhub.storage.models import InboxEntry
 from modalhub.storage.protocols import StoreUnavailableError
 
 CALLBACK_PATH = "/api/v3/webhooks/modal/completion"
-RETRY_AFTER_SECONDS = "5"
 
 
 def _validation_detail(exc: ValidationError) -> list[dict[str, object]]:
@@ -61,11 +59,7 @@ async def receive_callback(request: Request) -> Response:
         created = await hub.store.put_inbox(entry)
     except StoreUnavailableError:
         metrics.WEBHOOKS_RECEIVED.labels("503").inc()
-        return JSONResponse(
-            {"detail": "store unavailable; nothing was stored, retry later"},
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": RETRY_AFTER_SECONDS},
-        )
+        raise  # the app's handler answers 503 with Retry-After
     metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
     if not created:
         metrics.RECEIVED_DUPLICATE.inc()

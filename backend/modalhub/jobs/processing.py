@@ -132,7 +132,6 @@ class EventProcessor:
         self.sweep_interval = sweep_interval
         self.gather_seconds = gather_seconds
         self._wake = asyncio.Event()
-        self.last_round_ok: bool | None = None
 
     def notify(self) -> None:
         self._wake.set()
@@ -154,13 +153,13 @@ class EventProcessor:
             self._wake.clear()
             try:
                 await self.drain()
-                self.last_round_ok, delay = True, self.sweep_interval
+                delay = self.sweep_interval
             except StoreUnavailableError as exc:
-                self.last_round_ok, delay = False, min(self.sweep_interval, 1.0)
+                delay = min(self.sweep_interval, 1.0)
                 metrics.PROCESSOR_ERRORS.inc()
                 log.warning("processing paused: store unavailable", error=str(exc))
             except Exception:
-                self.last_round_ok, delay = False, self.sweep_interval
+                delay = self.sweep_interval
                 metrics.PROCESSOR_ERRORS.inc()
                 log.exception("processing round failed; will retry")
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation

@@ -182,16 +182,6 @@ class SqliteStore:
         result: InboxBacklog = await self._run(op, kind=READ)
         return result
 
-    async def get_inbox(self, event_id: str) -> InboxEntry | None:
-        def op(conn: sqlite3.Connection) -> InboxEntry | None:
-            row = conn.execute(
-                f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE event_id = ?", (event_id,)
-            ).fetchone()
-            return InboxEntry(*row) if row else None
-
-        result: InboxEntry | None = await self._run(op, kind=READ)
-        return result
-
     async def apply_inbox(
         self, entries: Sequence[InboxEntry], decide: DecideFn
     ) -> list[AppliedEntry]:
