@@ -83,6 +83,7 @@ class HubProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: kill9 takes the worker too
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,8 +98,9 @@ class HubProcess:
         raise RuntimeError(f"hub did not become ready: {self.log_path.read_text()[-2000:]}")
 
     def kill9(self) -> None:
+        """Kill the hub and its worker process at once, as when a pod dies."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
     def stop(self) -> None:

@@ -137,6 +137,8 @@ def test_dev_prints_a_curl_line_that_works(tmp_path: Path) -> None:
             time.sleep(0.02)
         assert job["status"] == "succeeded" and job["result"]["affinity"] == 0.63
         assert (tmp_path / ".modalhub" / "dev-secret").read_text().startswith("whsec_")
+        notify = (tmp_path / ".modalhub" / "dev-notify-secret").read_text().strip()
+        assert notify.startswith("whsec_") and any(notify in line for line in banner)
     finally:
         proc.terminate()
         proc.wait(timeout=15)

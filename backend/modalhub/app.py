@@ -24,6 +24,8 @@ from modalhub.jobs.endpoints import router as jobs_router
 from modalhub.jobs.poller import run_poller
 from modalhub.jobs.processing import build_processor
 from modalhub.logging import configure_logging
+from modalhub.notifications.endpoints import router as notifications_router
+from modalhub.notifications.notifier import build_notifier
 from modalhub.ops.health import router as ops_router
 from modalhub.storage.factory import build_blob_store, build_job_store
 from modalhub.storage.protocols import StoreUnavailableError
@@ -45,7 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         blobs = build_blob_store(settings)
         await store.open()
         await blobs.open()
-        processor = build_processor(settings, store, blobs)
+        notifier = build_notifier(settings, store)
+        processor = build_processor(settings, store, blobs, on_notification_due=notifier.wake)
         verifier = (
             Verifier(settings.signing_keys, tolerance=settings.signature_tolerance_seconds)
             if settings.webhook_secrets
@@ -61,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks = [asyncio.create_task(run_poller(hub), name="poller")]
         if inline:
             tasks.append(asyncio.create_task(processor.run_forever(), name="processor"))
+            tasks.append(asyncio.create_task(notifier.run_forever(), name="notifier"))
         # Objects alive now (modules, settings, clients) live as long as the process:
         # keep them out of every collection, and collect young objects less often. A
         # full collection over them was a visible share of the ingest p99.
@@ -86,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="modalhub", version=__version__, lifespan=lifespan)
     app.add_route(ingest.CALLBACK_PATH, ingest.receive_callback, methods=["POST"])
     app.include_router(jobs_router)
+    app.include_router(notifications_router)
     app.include_router(ops_router)
 
     @app.exception_handler(UnknownFunctionError)

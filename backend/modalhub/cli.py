@@ -107,6 +107,11 @@ def cmd_dev(args: argparse.Namespace) -> None:
             data_dir / "dev-secret", "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         )
         os.environ["MODALHUB_WEBHOOK_SECRET"] = secret
+    notify_secret = os.environ.get("MODALHUB_NOTIFY_SECRET") or _read_or_create(
+        data_dir / "dev-notify-secret",
+        "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+    )
+    os.environ.setdefault("MODALHUB_NOTIFY_SECRET", notify_secret)
     token = os.environ.get("MODALHUB_ADMIN_TOKENS", "").replace(",", " ").split()
     admin_token = (
         token[0]
@@ -128,7 +133,8 @@ def cmd_dev(args: argparse.Namespace) -> None:
     print(
         f"\nmodalhub dev: {url}  (data in {data_dir}/)\n"
         f"  webhook secret: {secret}\n"
-        f"  operator token: {admin_token}\n\n"
+        f"  operator token: {admin_token}\n"
+        f"  notify secret:  {notify_secret}  (verifies what the hub sends to notify_url)\n\n"
         "Send a signed test event (the signature is valid for 5 minutes):\n"
         f"  {_curl_line(url + CALLBACK_PATH, headers, example)}\n"
         "Sign a fresh one at any time:\n"
@@ -146,7 +152,8 @@ def cmd_dev(args: argparse.Namespace) -> None:
             f"Local apps: {', '.join(str(path) for path in settings.local_apps)}\n"
             "Run a job on them and watch it (progress, then the result):\n"
             f"  curl -sS -X POST -H 'Authorization: Bearer {admin_token}'"
-            f" -H 'Content-Type: application/json' -d '{submission}' {url}/api/v3/jobs\n",
+            f" -H 'Content-Type: application/json' -d '{submission}' {url}/api/v3/jobs\n"
+            'Add "notify_url": "https://..." to have the finished job POSTed there, signed.\n',
             flush=True,
         )
     _serve(settings, args.host, args.port, 1, access_log=True)

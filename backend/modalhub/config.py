@@ -114,16 +114,39 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=0.05, gt=0, le=60)
     processing_stall_seconds: float = Field(default=120.0, gt=0)
 
+    # --- notifications to a job's notify_url -------------------------------------
+    # Signs what the hub sends to subscribers (Standard Webhooks). Not the callback
+    # secret: a subscriber that knows it could forge callbacks. Without one, a job
+    # submitted with a notify_url is refused.
+    notify_secrets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices(
+            "MODALHUB_NOTIFY_SECRET", "MODALHUB_NOTIFY_SECRETS", "notify_secrets"
+        ),
+    )
+    notify_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Attempts, the first at once, then after notify_retry_seconds, doubling each time
+    # up to notify_retry_max_seconds (with jitter): by default about 2.4 hours in all.
+    notify_max_attempts: int = Field(default=12, ge=1, le=100)
+    notify_retry_seconds: float = Field(default=5.0, gt=0)
+    notify_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    # How often the processor looks for due notifications (it is also woken whenever
+    # it finishes a job that has one).
+    notify_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    notify_concurrency: int = Field(default=16, ge=1, le=256)
+
     # --- logging -------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("webhook_secrets", "admin_tokens", "local_apps", mode="before")
+    @field_validator(
+        "webhook_secrets", "notify_secrets", "admin_tokens", "local_apps", mode="before"
+    )
     @classmethod
     def _split(cls, value: object) -> object:
         return _split_list(value)
 
-    @field_validator("webhook_secrets")
+    @field_validator("webhook_secrets", "notify_secrets")
     @classmethod
     def _no_placeholders(cls, secrets: list[str]) -> list[str]:
         for secret in secrets:
@@ -146,11 +169,24 @@ class Settings(BaseSettings):
             raise ValueError("MODALHUB_STORE=firestore needs MODALHUB_GCP_PROJECT")
         if self.blobs is BlobKind.GCS and not self.gcs_bucket:
             raise ValueError("MODALHUB_BLOBS=gcs needs MODALHUB_GCS_BUCKET")
+        if (
+            self.notify_secrets
+            and self.webhook_secrets
+            and set(self.notify_keys) & set(self.signing_keys)
+        ):
+            raise ValueError(
+                "MODALHUB_NOTIFY_SECRET must differ from the webhook secret: subscribers"
+                " that hold it could forge callbacks"
+            )
         return self
 
     @cached_property
     def signing_keys(self) -> list[bytes]:
         return parse_secrets(self.webhook_secrets)
+
+    @cached_property
+    def notify_keys(self) -> list[bytes]:
+        return parse_secrets(self.notify_secrets) if self.notify_secrets else []
 
     @property
     def sqlite_path(self) -> Path:

@@ -30,6 +30,12 @@ INBOX_BACKLOG = Gauge(
 PROCESSOR_ERRORS = Counter(
     "modalhub_processor_errors_total", "Processing rounds that failed and will be retried."
 )
+NOTIFICATIONS = Counter(
+    "modalhub_notifications_total",
+    "Attempts to tell a job's notify_url that it ended, by outcome (delivered, retrying,"
+    " failed: gave up, superseded: another replica's attempt settled it).",
+    ["outcome"],
+)
 
 # Children bound once: a labels() lookup per request is measurable on the ingest path.
 RECEIVED_ACCEPTED = WEBHOOKS_RECEIVED.labels("accepted")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable
 
 import pytest
 
-from modalhub.storage.models import Batch, InboxEntry, Job, JobStatus
+from modalhub.storage.models import Batch, InboxEntry, Job, JobStatus, NotifyStatus
 from modalhub.storage.protocols import (
     BatchExistsError,
     Decision,
@@ -286,3 +287,55 @@ async def test_batch_counts_move_with_their_jobs_and_complete_once(job_store: Jo
     batch = await job_store.get_batch("b-1")
     assert batch is not None and batch.manifest_uri == "gs://bucket/manifest.json"
     assert await job_store.get_batch("b-nope") is None
+
+
+def notify_due(due_at: float) -> Callable[[Job], Job | None]:
+    def change(job: Job) -> Job | None:
+        job.notify_url = "http://127.0.0.1:9/hook"
+        job.notify_status = NotifyStatus.PENDING
+        job.notify_due_at = due_at
+        return job
+
+    return change
+
+
+async def test_due_notifications_are_earliest_first(job_store: JobStore) -> None:
+    for index, due_at in enumerate((30.0, 10.0, None, 20.0, 99.0)):
+        await job_store.register_job(registered(f"job-n{index}", f"fc-n{index}"))
+        if due_at is not None:
+            await job_store.update_job(f"job-n{index}", notify_due(due_at))
+    due = await job_store.due_notifications(now=50.0, limit=10)
+    assert [job.job_id for job in due] == ["job-n1", "job-n3", "job-n0"]
+    assert [j.job_id for j in await job_store.due_notifications(now=50.0, limit=1)] == ["job-n1"]
+    # Settled (due_at cleared): no longer due.
+    await job_store.update_job("job-n1", lambda job: dataclasses.replace(job, notify_due_at=None))
+    assert [j.job_id for j in await job_store.due_notifications(now=15.0, limit=10)] == []
+
+
+async def test_update_job_is_atomic_under_concurrency(job_store: JobStore) -> None:
+    await job_store.register_job(registered("job-u", "fc-u"))
+    await job_store.update_job("job-u", notify_due(10.0))
+
+    def claim(job: Job) -> Job | None:
+        if job.notify_due_at is None or job.notify_due_at > 10.0:
+            return None
+        job.notify_attempts += 1
+        job.notify_due_at = 100.0
+        return job
+
+    claims = await asyncio.gather(*(job_store.update_job("job-u", claim) for _ in range(5)))
+    assert sum(job is not None for job in claims) == 1  # one claimant, however many tried
+    stored = await job_store.get_job("job-u")
+    assert stored is not None and stored.notify_attempts == 1
+    assert stored.notify_status is NotifyStatus.PENDING and stored.notify_due_at == 100.0
+    assert await job_store.update_job("job-missing", claim) is None
+
+
+async def test_update_job_may_not_move_status_or_batch(job_store: JobStore) -> None:
+    await job_store.register_job(registered("job-s", "fc-s"))
+    with pytest.raises(ValueError, match="status"):
+        await job_store.update_job(
+            "job-s", lambda job: dataclasses.replace(job, status=JobStatus.SUCCEEDED)
+        )
+    stored = await job_store.get_job("job-s")
+    assert stored is not None and stored.status is JobStatus.PENDING

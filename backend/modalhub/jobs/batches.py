@@ -27,6 +27,7 @@ class JobSpec:
     args: Sequence[Any] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    notify_url: str | None = None
 
 
 async def submit_batch(
@@ -50,6 +51,7 @@ async def submit_batch(
                 kwargs=spec.kwargs,
                 metadata=spec.metadata,
                 batch_id=batch.batch_id,
+                notify_url=spec.notify_url,
             )
         except (UnknownFunctionError, ExecutorUnavailableError) as exc:
             # The batch counts on this job: record it as failed so the batch still ends.
@@ -67,9 +69,11 @@ async def _record_unspawned(hub: Hub, spec: JobSpec, batch_id: str, exc: Excepti
         function=spec.function,
         batch_id=batch_id,
         metadata=spec.metadata,
+        notify_url=spec.notify_url,
     )
     job.status = JobStatus.FAILED
     job.finished_at = time.time()
     job.completed_by = "hub"
     job.error = {"type": type(exc).__name__, "message": f"could not spawn: {exc}"}
+    job.schedule_notification(now=job.finished_at)
     return await hub.store.register_job(job)

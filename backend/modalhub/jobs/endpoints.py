@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, HttpUrl, UrlConstraints
 
 from modalhub.hub import Hub, HubDep
 from modalhub.ingest.schemas import Identifier
@@ -16,6 +16,9 @@ from modalhub.storage.models import Job, JobStatus
 from modalhub.storage.protocols import BatchExistsError, JobFilter, JobIdTakenError
 
 router = APIRouter(tags=["jobs"])
+
+# Where a job's end is POSTed; http(s) only, as long as a browser would take.
+NotifyUrl = Annotated[HttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
 
 ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
 
@@ -37,6 +40,7 @@ class JobSubmission(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
     batch_id: Identifier | None = None
+    notify_url: NotifyUrl | None = None
 
 
 class SubmittedJob(BaseModel):
@@ -55,6 +59,16 @@ class ExecutionRegistration(BaseModel):
     function: str | None = Field(default=None, max_length=200)
     batch_id: Identifier | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    notify_url: NotifyUrl | None = None
+
+
+def _notify_url(hub: Hub, url: HttpUrl | None) -> str | None:
+    if url is not None and not hub.settings.notify_keys:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            "notify_url needs MODALHUB_NOTIFY_SECRET on the hub: it signs every notification",
+        )
+    return str(url) if url is not None else None
 
 
 def _submitted(request: Request, job: Job) -> SubmittedJob:
@@ -66,7 +80,9 @@ def _submitted(request: Request, job: Job) -> SubmittedJob:
 async def submit_job(
     submission: JobSubmission, request: Request, hub: HubDep, _: OperatorDep
 ) -> SubmittedJob:
-    """Spawn ``app``/``function`` on the executor; answers once the call id is stored."""
+    """Spawn ``app``/``function`` on the executor; answers once the call id is stored.
+    With ``notify_url``, the hub POSTs the finished job there (signed, retried)."""
+    notify_url = _notify_url(hub, submission.notify_url)
     job = await service.submit_job(
         hub,
         app=submission.app,
@@ -75,6 +91,7 @@ async def submit_job(
         kwargs=submission.kwargs,
         metadata=submission.metadata,
         batch_id=submission.batch_id,
+        notify_url=notify_url,
     )
     return _submitted(request, job)
 
@@ -90,6 +107,7 @@ async def register_execution(
         function=registration.function,
         batch_id=registration.batch_id,
         metadata=registration.metadata,
+        notify_url=_notify_url(hub, registration.notify_url),
     )
     try:
         return await service.register_execution(hub, job)
@@ -148,7 +166,14 @@ async def submit_batch(
     if any(job.batch_id for job in submission.jobs):
         raise HTTPException(422, "jobs of a batch take the batch's id: leave their batch_id out")
     specs = [
-        batches.JobSpec(job.app, job.function, job.args, job.kwargs, job.metadata)
+        batches.JobSpec(
+            job.app,
+            job.function,
+            job.args,
+            job.kwargs,
+            job.metadata,
+            notify_url=_notify_url(hub, job.notify_url),
+        )
         for job in submission.jobs
     ]
     try:

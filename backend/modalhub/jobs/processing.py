@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from pydantic import ValidationError
@@ -24,7 +24,7 @@ from modalhub.ingest.schemas import CallbackEvent, EventType
 from modalhub.jobs.manifests import write_manifest
 from modalhub.jobs.results import store_result
 from modalhub.jobs.state import StoredResult, apply_event
-from modalhub.storage.models import InboxEntry, Job
+from modalhub.storage.models import InboxEntry, Job, NotifyStatus
 from modalhub.storage.protocols import (
     AppliedEntry,
     BlobStore,
@@ -125,8 +125,10 @@ class EventProcessor:
         batch_size: int,
         sweep_interval: float,
         gather_seconds: float = 0.02,
+        on_notification_due: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_notification_due = on_notification_due
         self.blobs = blobs
         self.batch_size = batch_size
         self.sweep_interval = sweep_interval
@@ -142,8 +144,13 @@ class EventProcessor:
         while True:
             entries = await self.store.pending_inbox(limit=self.batch_size)
             if entries:
-                await process_entries(self.store, self.blobs, entries)
+                applied = await process_entries(self.store, self.blobs, entries)
                 handled += len(entries)
+                if self.on_notification_due is not None and any(
+                    a.job is not None and a.job.notify_status is NotifyStatus.PENDING
+                    for a in applied
+                ):
+                    self.on_notification_due()
             if len(entries) < self.batch_size:
                 return handled
 
@@ -172,11 +179,18 @@ class EventProcessor:
                 await asyncio.sleep(self.gather_seconds)
 
 
-def build_processor(settings: Settings, store: JobStore, blobs: BlobStore) -> EventProcessor:
+def build_processor(
+    settings: Settings,
+    store: JobStore,
+    blobs: BlobStore,
+    *,
+    on_notification_due: Callable[[], None] | None = None,
+) -> EventProcessor:
     return EventProcessor(
         store,
         blobs,
         batch_size=settings.process_batch_size,
         sweep_interval=settings.sweep_interval_seconds,
         gather_seconds=settings.process_gather_seconds,
+        on_notification_due=on_notification_due,
     )

@@ -40,6 +40,7 @@ def pending_job(
     function: str | None = None,
     batch_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    notify_url: str | None = None,
 ) -> Job:
     """A job the hub records before any callback: pending, with what it was told."""
     now = time.time()
@@ -53,6 +54,7 @@ def pending_job(
         function=function,
         batch_id=batch_id,
         metadata=dict(metadata or {}),
+        notify_url=notify_url,
     )
 
 
@@ -65,12 +67,18 @@ async def submit_job(
     kwargs: Mapping[str, Any],
     metadata: Mapping[str, Any],
     batch_id: str | None,
+    notify_url: str | None = None,
 ) -> Job:
     """Spawn the function and store its call id at once (seed 002): the job can always be
     found again from Modal, whatever happens to this process next."""
     call_id = await hub.executor.spawn(app, function, args=args, kwargs=kwargs)
     job = pending_job(
-        call_id=call_id, app=app, function=function, batch_id=batch_id, metadata=metadata
+        call_id=call_id,
+        app=app,
+        function=function,
+        batch_id=batch_id,
+        metadata=metadata,
+        notify_url=notify_url,
     )
     try:
         job = await hub.store.register_job(job)

@@ -103,4 +103,5 @@ def apply_event(
             job.result_uris = result.uris
     if event.error is not None:
         job.error = event.error.model_dump(exclude_none=True)
+    job.schedule_notification(now=now)  # in the same write as the terminal state
     return Decision(job, "applied")

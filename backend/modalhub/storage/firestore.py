@@ -64,12 +64,14 @@ from modalhub.storage.models import (
 from modalhub.storage.protocols import (
     AppliedEntry,
     BatchExistsError,
+    ChangeFn,
     DecideFn,
     InboxBacklog,
     JobFilter,
     JobIdTakenError,
     JobPage,
     StoreUnavailableError,
+    check_change,
     decode_cursor,
     derived_job_id,
     encode_cursor,
@@ -596,6 +598,34 @@ class FirestoreStore:
 
         return await self._bounded("get_job_by_call", read)
 
+    async def update_job(self, job_id: str, change: ChangeFn) -> Job | None:
+        ref = self._db.collection(self.jobs_collection).document(document_id(job_id))
+
+        @async_transactional
+        async def run(transaction: AsyncTransaction) -> Job | None:
+            (snapshot,) = await self._read(transaction, ref)
+            before = _job_from_snapshot(snapshot)
+            after = change(dataclasses.replace(before)) if before is not None else None
+            if before is None or after is None:
+                return None
+            try:
+                check_change(before, after)
+            except ValueError as exc:
+                raise _PassThroughError(exc) from None
+            transaction.set(ref, self._job_fields(after))
+            return after
+
+        return await self._transact("update_job", job_id, run)
+
+    async def due_notifications(self, *, now: float, limit: int) -> list[Job]:
+        query = self._due_notifications_query(now, limit)
+
+        async def read() -> list[Job]:
+            snapshots = await query.get(retry=self._retry(), timeout=self.timeout)
+            return [job for s in snapshots if (job := _job_from_snapshot(s)) is not None]
+
+        return await self._bounded("due_notifications", read)
+
     async def list_jobs(
         self, job_filter: JobFilter, *, limit: int, cursor: str | None = None
     ) -> JobPage:
@@ -635,6 +665,16 @@ class FirestoreStore:
             query = query.start_after({"created_at": after[0], "job_id": after[1]})
         return query.limit(limit)
 
+    def _due_notifications_query(self, now: float, limit: int) -> AsyncQuery:
+        # One field, so Firestore's automatic single-field index serves it. Jobs
+        # without a due notification have null there, which a range filter never matches.
+        return (
+            self._db.collection(self.jobs_collection)
+            .where(filter=FieldFilter("notify_due_at", "<=", float(now)))
+            .order_by("notify_due_at")
+            .limit(limit)
+        )
+
     def _pending_query(self, limit: int) -> AsyncQuery:
         return (
             self._db.collection(self.inbox_collection)
@@ -654,6 +694,7 @@ class FirestoreStore:
             "created_at": float(job.created_at),
             "updated_at": float(job.updated_at),
             "doc": json.dumps(job_to_dict(job), separators=(",", ":")),
+            "notify_due_at": job.notify_due_at,
             "expire_at": self._job_expiry(job),
         }
 

@@ -25,6 +25,14 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
+class NotifyStatus(StrEnum):
+    """Where a job's notification to its ``notify_url`` stands."""
+
+    PENDING = "pending"  # due at notify_due_at (or being delivered under a claim)
+    DELIVERED = "delivered"
+    FAILED = "failed"  # every attempt failed; an operator can redeliver
+
+
 @dataclass(frozen=True, slots=True)
 class InboxEntry:
     """A verified callback exactly as received, stored before it is acknowledged."""
@@ -65,6 +73,23 @@ class Job:
     events_seen: int = 0  # inbox entries processed for this job, each exactly once
     last_event_at: int | None = None
     completed_by: str | None = None  # which path set the terminal state ("webhook", ...)
+    # The job's outbox: when a job with a notify_url ends, the same transaction marks
+    # its notification pending, so it is sent even if the process dies right after.
+    notify_url: str | None = None
+    notify_status: NotifyStatus | None = None
+    notify_attempts: int = 0
+    notify_due_at: float | None = None  # when the next attempt may start; None: none due
+    notify_error: str | None = None  # why the last attempt failed
+    notified_at: float | None = None
+
+    def schedule_notification(self, *, now: float) -> None:
+        """Mark the notification due now, if the job has somewhere to send it."""
+        if self.notify_url is None:
+            return
+        self.notify_status = NotifyStatus.PENDING
+        self.notify_attempts = 0
+        self.notify_due_at = now
+        self.notify_error = None
 
 
 @dataclass(slots=True)
@@ -118,4 +143,6 @@ def job_to_dict(job: Job) -> dict[str, Any]:
 def job_from_dict(data: dict[str, Any]) -> Job:
     known = {key: value for key, value in data.items() if key in Job.__dataclass_fields__}
     known["status"] = JobStatus(known["status"])
+    if known.get("notify_status") is not None:
+        known["notify_status"] = NotifyStatus(known["notify_status"])
     return Job(**known)

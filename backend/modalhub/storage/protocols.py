@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,6 +45,10 @@ def merge_registration(existing: Job, registered: Job) -> Job:
     existing.function = existing.function or registered.function
     existing.batch_id = existing.batch_id or registered.batch_id
     existing.metadata = {**registered.metadata, **existing.metadata}
+    if existing.notify_url is None and registered.notify_url is not None:
+        existing.notify_url = registered.notify_url
+        if existing.status.terminal:  # it ended before the registration arrived
+            existing.schedule_notification(now=time.time())
     return existing
 
 
@@ -62,6 +67,15 @@ class Decision:
 # Called inside the store's transaction with the job the event belongs to (None if the
 # hub has never seen the call) and the entry. Pure: it may run more than once on retry.
 DecideFn = Callable[[Job | None, InboxEntry], Decision]
+
+# A change to one job outside the inbox (its notification bookkeeping). Pure, like DecideFn.
+ChangeFn = Callable[[Job], Job | None]
+
+
+def check_change(before: Job, after: Job) -> None:
+    fixed = ("job_id", "status", "batch_id")
+    if any(getattr(after, name) != getattr(before, name) for name in fixed):
+        raise ValueError("update_job may not change a job's id, status or batch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +150,15 @@ class JobStore(Protocol):
     async def set_batch_manifest(self, batch_id: str, uri: str) -> None: ...
 
     async def get_job_by_call(self, call_id: str) -> Job | None: ...
+
+    async def update_job(self, job_id: str, change: ChangeFn) -> Job | None:
+        """Atomically read the job, apply ``change`` and write what it returns (None:
+        leave the job as it is). Returns the job written, or None. ``change`` may run
+        more than once; it must not move the job's status or batch (only the inbox does,
+        so batch counts stay exact): ValueError if it does."""
+
+    async def due_notifications(self, *, now: float, limit: int) -> list[Job]:
+        """Jobs whose notification is due (``notify_due_at <= now``), earliest first."""
 
     async def list_jobs(
         self, job_filter: JobFilter, *, limit: int, cursor: str | None = None

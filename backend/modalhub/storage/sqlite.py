@@ -35,12 +35,14 @@ from modalhub.storage.models import (
 from modalhub.storage.protocols import (
     AppliedEntry,
     BatchExistsError,
+    ChangeFn,
     DecideFn,
     InboxBacklog,
     JobFilter,
     JobIdTakenError,
     JobPage,
     StoreUnavailableError,
+    check_change,
     decode_cursor,
     derived_job_id,
     encode_cursor,
@@ -76,7 +78,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     function   TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    doc        TEXT NOT NULL
+    doc        TEXT NOT NULL,
+    notify_due_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at);
 CREATE TABLE IF NOT EXISTS batches (
@@ -85,6 +88,14 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, job_id);
+"""
+# Run after SCHEMA: columns added since a data directory may have been created.
+MIGRATIONS = {
+    ("jobs", "notify_due_at"): "ALTER TABLE jobs ADD COLUMN notify_due_at REAL",
+}
+INDEXES_AFTER_MIGRATIONS = """
+CREATE INDEX IF NOT EXISTS jobs_notify_due ON jobs (notify_due_at)
+    WHERE notify_due_at IS NOT NULL;
 """
 
 _INBOX_COLUMNS = (
@@ -130,6 +141,7 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.executescript(SCHEMA)
+        _migrate(conn)
         if not self.checkpoints:
             conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA busy_timeout=0")  # from now on _begin() waits, asynchronously
@@ -254,6 +266,30 @@ class SqliteStore:
         result: Job | None = await self._run(op, kind=READ)
         return result
 
+    async def update_job(self, job_id: str, change: ChangeFn) -> Job | None:
+        def op(conn: sqlite3.Connection) -> Job | None:
+            before = _load_job(conn, "job_id", job_id)
+            after = change(dataclasses.replace(before)) if before is not None else None
+            if before is None or after is None:
+                return None
+            check_change(before, after)
+            _write_job(conn, after, new=False)
+            return after
+
+        result: Job | None = await self._run(op, kind=ATOMIC)
+        return result
+
+    async def due_notifications(self, *, now: float, limit: int) -> list[Job]:
+        def op(conn: sqlite3.Connection) -> list[Job]:
+            rows = conn.execute(
+                "SELECT doc FROM jobs WHERE notify_due_at <= ? ORDER BY notify_due_at LIMIT ?",
+                (now, limit),
+            )
+            return [job_from_dict(json.loads(row[0])) for row in rows]
+
+        result: list[Job] = await self._run(op, kind=READ)
+        return result
+
     async def list_jobs(
         self, job_filter: JobFilter, *, limit: int, cursor: str | None = None
     ) -> JobPage:
@@ -372,6 +408,18 @@ class SqliteStore:
         return outcomes
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    for (table, column), statement in MIGRATIONS.items():
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            try:
+                conn.execute(statement)
+            except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
+    conn.executescript(INDEXES_AFTER_MIGRATIONS)
+
+
 def _call(operation: Operation, conn: sqlite3.Connection) -> tuple[Any, BaseException | None]:
     try:
         return operation(conn), None
@@ -420,18 +468,19 @@ def _write_job(conn: sqlite3.Connection, job: Job, *, new: bool) -> None:
         job.created_at,
         job.updated_at,
         doc,
+        job.notify_due_at,
         job.job_id,
     )
     if new:
         conn.execute(
             "INSERT INTO jobs (call_id, status, batch_id, app, function, created_at,"
-            " updated_at, doc, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " updated_at, doc, notify_due_at, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             params,
         )
     else:
         conn.execute(
             "UPDATE jobs SET call_id = ?, status = ?, batch_id = ?, app = ?, function = ?,"
-            " created_at = ?, updated_at = ?, doc = ? WHERE job_id = ?",
+            " created_at = ?, updated_at = ?, doc = ?, notify_due_at = ? WHERE job_id = ?",
             params,
         )
 

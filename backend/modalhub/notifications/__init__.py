@@ -1,0 +1,1 @@
+"""Telling subscribers (a job's notify_url) that a job ended."""

@@ -1,0 +1,87 @@
+"""One attempt to tell a subscriber that a job ended: a signed POST to its notify_url.
+
+The request is a Standard Webhooks message (``webhook-id``, ``webhook-timestamp``,
+``webhook-signature`` over ``id.timestamp.body``), so a receiver verifies it with the
+``standardwebhooks`` or ``svix`` library and the hub's notify secret. The body:
+
+    {"type": "job.succeeded", "timestamp": "2026-01-15T10:30:00Z", "data": {<the job>}}
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from modalhub import __version__
+from modalhub.notifications.outbox import AttemptResult
+from modalhub.storage.models import Job, job_to_dict
+from modalhub_sdk.signing import sign_standard
+
+# Bookkeeping of the outbox itself: not part of what the subscriber is told.
+_PRIVATE_FIELDS = frozenset(
+    {"notify_url", "notify_status", "notify_attempts", "notify_due_at", "notify_error"}
+    | {"notified_at"}
+)
+_MAX_ERROR_TEXT = 300
+
+
+def notification_id(job: Job) -> str:
+    """The same for every attempt, so receivers can drop repeats."""
+    return f"ntf_{job.job_id}"
+
+
+def notification_body(job: Job) -> bytes:
+    data = {key: value for key, value in job_to_dict(job).items() if key not in _PRIVATE_FIELDS}
+    ended = job.finished_at or job.updated_at
+    message: dict[str, Any] = {
+        "type": f"job.{job.status.value}",
+        "timestamp": datetime.fromtimestamp(ended, UTC).isoformat().replace("+00:00", "Z"),
+        "data": data,
+    }
+    return json.dumps(message, separators=(",", ":"), default=repr).encode()
+
+
+async def deliver(client: httpx.AsyncClient, job: Job, keys: Sequence[bytes]) -> AttemptResult:
+    """One POST; the caller bounds its total time (the client's timeouts are per phase)."""
+    assert job.notify_url is not None
+    body = notification_body(job)
+    headers = {
+        **sign_standard(body, keys, event_id=notification_id(job)),
+        "content-type": "application/json",
+        "user-agent": f"modalhub/{__version__}",
+    }
+    try:
+        response = await client.post(job.notify_url, content=body, headers=headers)
+    except httpx.HTTPError as exc:  # refused, reset, timed out, bad URL at connect time
+        return AttemptResult(delivered=False, error=_clip(f"{type(exc).__name__}: {exc}"))
+    if response.is_success:
+        return AttemptResult(delivered=True)
+    error = _clip(f"HTTP {response.status_code}: {response.text.strip()}".rstrip(": "))
+    if response.status_code == 410:  # Gone: the receiver asks us to stop
+        return AttemptResult(delivered=False, error=error, permanent=True)
+    return AttemptResult(delivered=False, error=error, retry_after=_retry_after(response))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."

@@ -1,0 +1,89 @@
+"""The notification outbox kept on each job: pure steps the notifier runs in the store.
+
+A job that ends with a ``notify_url`` is marked pending in the same transaction as its
+terminal state (``Job.schedule_notification``). A notifier then *claims* it: one store
+transaction counts the attempt and pushes ``notify_due_at`` past the attempt's deadline,
+so replicas do not send it at the same time, and a notifier that dies mid-attempt leaves
+it to be claimed again once that lease runs out. After the attempt it *settles* it:
+delivered, due again later, or failed for good. Delivery is therefore at least once;
+every attempt carries the same ``webhook-id`` so a receiver can drop repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modalhub.storage.models import Job, NotifyStatus
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int
+    first_delay: float  # seconds before the second attempt; doubles after each failure
+    max_delay: float
+
+    def delay(self, failed_attempts: int, *, retry_after: float | None, jitter: float) -> float:
+        """Seconds before the next attempt; ``jitter`` is a factor near 1 (spreads load)."""
+        base = min(self.first_delay * 2.0 ** max(failed_attempts - 1, 0), self.max_delay)
+        delay = base * jitter
+        if retry_after is not None:  # the receiver said when; within our own ceiling
+            delay = max(delay, min(retry_after, self.max_delay))
+        return delay
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    delivered: bool
+    error: str | None = None  # why not, for the operator (shown on the job)
+    retry_after: float | None = None
+    permanent: bool = False  # the receiver asked us to stop (410 Gone)
+
+
+def claim(job: Job, *, now: float, lease_seconds: float) -> Job | None:
+    """The job with one more attempt under way, or None if it is not due (any more)."""
+    if job.notify_status is not NotifyStatus.PENDING:
+        return None
+    if job.notify_due_at is None or job.notify_due_at > now:
+        return None
+    job.notify_attempts += 1
+    job.notify_due_at = now + lease_seconds
+    return job
+
+
+def settle(
+    job: Job,
+    *,
+    attempt: int,
+    result: AttemptResult,
+    policy: RetryPolicy,
+    now: float,
+    jitter: float = 1.0,
+) -> Job | None:
+    """Record the outcome of attempt number ``attempt``; None: nothing to record."""
+    if job.notify_status is not NotifyStatus.PENDING:
+        return None  # settled meanwhile (another notifier's attempt got through)
+    if result.delivered:
+        job.notify_status = NotifyStatus.DELIVERED
+        job.notify_due_at = None
+        job.notify_error = None
+        job.notified_at = now
+        return job
+    if job.notify_attempts != attempt:
+        return None  # our lease ran out and another attempt started: it decides
+    job.notify_error = result.error
+    if result.permanent or attempt >= policy.max_attempts:
+        job.notify_status = NotifyStatus.FAILED
+        job.notify_due_at = None
+    else:
+        job.notify_due_at = now + policy.delay(
+            attempt, retry_after=result.retry_after, jitter=jitter
+        )
+    return job
+
+
+def redeliver(job: Job, *, now: float) -> Job | None:
+    """Send an ended job's notification again, from a fresh count of attempts."""
+    if job.notify_url is None or not job.status.terminal:
+        return None
+    job.schedule_notification(now=now)
+    return job
