@@ -245,3 +245,17 @@ async def test_concurrent_notifiers_send_each_notification_once(
     for job_id in ended_jobs:
         job = await job_store.get_job(job_id)
         assert job is not None and job.notify_status == "delivered" and job.notify_attempts == 1
+
+
+async def test_a_batch_job_that_could_not_spawn_is_notified(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    # This hub's local executor has no apps: the job fails at submission, and is notified.
+    job = {"app": "numerics", "function": "count_primes", "notify_url": receiver.url("/b")}
+    response = await client.post("/api/v3/batches", json={"jobs": [job]}, headers=AUTH)
+    assert response.status_code == 202, response.text
+    (submitted,) = response.json()["jobs"]
+    await job_when(client, submitted["job_id"], "delivered")
+    (received,) = receiver.received
+    assert received.path == "/b" and received.body["type"] == "job.failed"
+    assert "could not spawn" in received.body["data"]["error"]["message"]
