@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         blobs = build_blob_store(settings)
         await store.open()
         await blobs.open()
-        notifier = build_notifier(settings, store)
+        notifier = build_notifier(settings, store, blobs)
         processor = build_processor(settings, store, blobs, on_notification_due=notifier.wake)
         verifier = (
             Verifier(settings.signing_keys, tolerance=settings.signature_tolerance_seconds)

@@ -1,13 +1,16 @@
 """A real `modalhub serve` tells a subscriber when a job ends: a job run by the local
-executor is POSTed, signed, to its notify_url, and a notification the subscriber could
-not take yet survives kill -9 of the hub and is delivered after the restart."""
+executor is POSTed, signed, to its notify_url, a batch once its last job has ended, and a
+notification the subscriber could not take yet survives kill -9 of the hub and is
+delivered after the restart."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -55,7 +58,7 @@ def test_a_job_run_by_the_executor_notifies_its_subscriber(hub: HubProcess) -> N
     finally:
         receiver.stop()
     (received,) = receiver.received
-    assert received.verified and received.webhook_id == f"ntf_{submitted['job_id']}"
+    assert received.verified and received.webhook_id == f"ntf_job_{submitted['job_id']}"
     assert received.body["type"] == "job.succeeded"
     data = received.body["data"]
     assert data["call_id"] == submitted["call_id"] and data["completed_by"] == "webhook"
@@ -82,7 +85,30 @@ def test_an_undelivered_notification_survives_kill_9(hub: HubProcess) -> None:
         receiver.wait_for(1, within=30)
     finally:
         receiver.stop()
-    assert [r.webhook_id for r in receiver.delivered()] == [f"ntf_{submitted['job_id']}"]
+    assert [r.webhook_id for r in receiver.delivered()] == [f"ntf_job_{submitted['job_id']}"]
     assert receiver.received[0].body["data"]["result"]["primes"] == 303
     job = job_of(hub, submitted["job_id"])
     assert job["notify_status"] == "delivered" and job["notify_attempts"] >= 3
+
+
+def test_a_batch_is_notified_once_with_its_manifest(hub: HubProcess) -> None:
+    receiver = Receiver().start()
+    try:
+        jobs = [
+            {"app": "numerics", "function": "count_primes", "kwargs": {"limit": limit}}
+            for limit in (1_000, 2_000, 3_000)
+        ]
+        body = {"jobs": jobs, "notify_url": receiver.url("/batches")}
+        response = httpx.post(f"{hub.url}/api/v3/batches", json=body, headers=AUTH, timeout=30)
+        assert response.status_code == 202, response.text
+        receiver.wait_for(1, within=60)
+        time.sleep(0.5)  # a few poll rounds: nothing more arrives
+    finally:
+        receiver.stop()
+    (received,) = receiver.received  # one notification for the batch, none for its jobs
+    batch_id = response.json()["batch_id"]
+    assert received.verified and received.webhook_id == f"ntf_batch_{batch_id}"
+    data = received.body["data"]
+    assert data["counts"] == {"succeeded": 3} and data["completed_at"] is not None
+    manifest = json.loads(Path(urlparse(data["manifest_uri"]).path).read_text())
+    assert sorted(job["result"]["primes"] for job in manifest["jobs"]) == [168, 303, 430]

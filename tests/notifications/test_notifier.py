@@ -89,7 +89,7 @@ async def test_a_finished_job_is_posted_to_its_subscriber(
     assert job["notify_attempts"] == 1 and job["notified_at"] is not None
     (received,) = receiver.received
     assert received.verified and received.path == "/hooks/jobs"
-    assert received.webhook_id == "ntf_job-fc-n1"
+    assert received.webhook_id == "ntf_job_job-fc-n1"
     assert received.body["type"] == "job.succeeded"
     data = received.body["data"]
     assert (data["job_id"], data["call_id"], data["status"]) == ("job-fc-n1", "fc-n1", "succeeded")
@@ -117,7 +117,7 @@ async def test_failed_attempts_are_retried_until_delivered(client: httpx.AsyncCl
     finally:
         receiver.stop()
     assert [r.answered for r in receiver.received] == [503, 500, 200]
-    assert {r.webhook_id for r in receiver.received} == {"ntf_job-fc-n3"}  # one message
+    assert {r.webhook_id for r in receiver.received} == {"ntf_job_job-fc-n3"}  # one message
     assert job["notify_attempts"] == 3 and job["notify_error"] is None
 
 
@@ -241,7 +241,7 @@ async def test_concurrent_notifiers_send_each_notification_once(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     ids = sorted(r.webhook_id for r in receiver.received)
-    assert ids == sorted(f"ntf_{job_id}" for job_id in ended_jobs)
+    assert ids == sorted(f"ntf_job_{job_id}" for job_id in ended_jobs)
     for job_id in ended_jobs:
         job = await job_store.get_job(job_id)
         assert job is not None and job.notify_status == "delivered" and job.notify_attempts == 1
@@ -259,3 +259,31 @@ async def test_a_batch_job_that_could_not_spawn_is_notified(
     (received,) = receiver.received
     assert received.path == "/b" and received.body["type"] == "job.failed"
     assert "could not spawn" in received.body["data"]["error"]["message"]
+
+
+async def test_a_batch_tells_its_subscriber_when_it_completes(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    jobs = [{"app": "numerics", "function": "count_primes"}] * 2  # neither can spawn here
+    response = await client.post(
+        "/api/v3/batches",
+        json={"jobs": jobs, "batch_id": "b-n1", "notify_url": receiver.url("/batches")},
+        headers=AUTH,
+    )
+    assert response.status_code == 202, response.text
+    await asyncio.to_thread(receiver.wait_for, 1)
+    (received,) = receiver.received
+    assert received.verified and received.webhook_id == "ntf_batch_b-n1"
+    assert received.body["type"] == "batch.completed"
+    data = received.body["data"]
+    assert data["batch_id"] == "b-n1" and data["counts"] == {"failed": 2}
+    assert data["manifest_uri"] and data["manifest_uri"].endswith("manifest.json")
+    view = (await client.get("/api/v3/batches/b-n1", headers=AUTH)).json()
+    assert view["notify_status"] == "delivered" and view["notify_attempts"] == 1
+
+    again = await client.post("/api/v3/batches/b-n1/notify", headers=AUTH)
+    assert again.status_code == 202 and again.json()["notify_status"] == "pending"
+    await asyncio.to_thread(receiver.wait_for, 2)
+    assert [r.webhook_id for r in receiver.received] == ["ntf_batch_b-n1"] * 2
+    missing = await client.post("/api/v3/batches/b-nope/notify", headers=AUTH)
+    assert missing.status_code == 404

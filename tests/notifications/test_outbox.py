@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from modalhub.notifications.outbox import AttemptResult, RetryPolicy, claim, redeliver, settle
-from modalhub.storage.models import Job, JobStatus, NotifyStatus
+from modalhub.storage.models import Batch, Job, JobStatus, NotifyStatus
 
 POLICY = RetryPolicy(max_attempts=3, first_delay=5.0, max_delay=60.0)
 FAILED = AttemptResult(delivered=False, error="HTTP 503")
@@ -113,3 +113,13 @@ def test_redeliver_restarts_the_attempts() -> None:
     )
     running = ended_job(status=JobStatus.RUNNING)
     assert redeliver(running, now=500.0) is None
+
+
+def test_a_batch_is_notified_once_complete() -> None:
+    batch = Batch(batch_id="b-1", total=2, created_at=1.0, notify_url="http://127.0.0.1:9/b")
+    assert batch.count(None, JobStatus.SUCCEEDED, now=10.0) is False
+    assert batch.notify_status is None and redeliver(batch, now=11.0) is None  # not complete
+    assert batch.count(None, JobStatus.FAILED, now=20.0) is True
+    assert (batch.notify_status, batch.notify_due_at) == (NotifyStatus.PENDING, 20.0)
+    claimed = claim(batch, now=20.0, lease_seconds=40.0)
+    assert claimed is not None and claimed.notify_attempts == 1

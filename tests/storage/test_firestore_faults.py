@@ -243,7 +243,9 @@ async def test_the_indexes_file_covers_every_query(firestore_emulator: Firestore
     fs = FirestoreStore(project=PROJECT)  # the default prefix, as in the file
     await fs.open()
     try:
-        queries = [fs._pending_query(10), fs._due_notifications_query(1.0, 10)]
+        queries = [fs._pending_query(10)]
+        for collection in (fs.jobs_collection, fs.batches_collection):
+            queries.append(fs._due_notifications_query(collection, 1.0, 10))
         for statuses in (None, frozenset({JobStatus.RUNNING}), frozenset(JobStatus)):
             for app, function, batch in itertools.product(("a", None), ("f", None), ("b", None)):
                 job_filter = JobFilter(

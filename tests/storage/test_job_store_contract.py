@@ -339,3 +339,47 @@ async def test_update_job_may_not_move_status_or_batch(job_store: JobStore) -> N
         )
     stored = await job_store.get_job("job-s")
     assert stored is not None and stored.status is JobStatus.PENDING
+
+
+async def test_a_completing_batch_owes_its_notification(job_store: JobStore) -> None:
+    batch = Batch(batch_id="b-n", total=1, created_at=1.0, notify_url="http://127.0.0.1:9/b")
+    await job_store.create_batch(batch)
+    await job_store.register_job(registered("job-bn", "fc-bn", batch_id="b-n"))
+    await job_store.register_job(registered("job-jn", "fc-jn"))
+    await job_store.update_job("job-jn", notify_due(1.0))  # due before the batch
+    assert [j.job_id for j in await job_store.due_notifications(now=time.time(), limit=5)] == [
+        "job-jn"
+    ]
+    e = entry("bn-done", call_id="fc-bn")
+    await job_store.put_inbox(e)
+    await job_store.apply_inbox([e], finish_as(JobStatus.SUCCEEDED))  # completes the batch
+    due = await job_store.due_notifications(now=time.time() + 1, limit=5)
+    assert [type(s).__name__ for s in due] == ["Job", "Batch"]  # earliest first
+    stored = due[1]
+    assert isinstance(stored, Batch) and stored.notify_status is NotifyStatus.PENDING
+    assert [type(s).__name__ for s in await job_store.due_notifications(now=2.0, limit=5)] == [
+        "Job"
+    ]
+
+
+async def test_update_batch_keeps_its_counts(job_store: JobStore) -> None:
+    await job_store.create_batch(Batch(batch_id="b-u", total=2, created_at=1.0))
+
+    def touch(batch: Batch) -> Batch:
+        batch.notify_error = "HTTP 500"
+        return batch
+
+    updated = await job_store.update_batch("b-u", touch)
+    assert updated is not None and updated.notify_error == "HTTP 500"
+    stored = await job_store.get_batch("b-u")
+    assert stored is not None and stored.notify_error == "HTTP 500"
+
+    def recount(batch: Batch) -> Batch:
+        batch.counts["succeeded"] = 2  # in place: still caught
+        return batch
+
+    with pytest.raises(ValueError, match="counts"):
+        await job_store.update_batch("b-u", recount)
+    stored = await job_store.get_batch("b-u")
+    assert stored is not None and stored.counts == {}
+    assert await job_store.update_batch("b-missing", touch) is None

@@ -31,13 +31,19 @@ class JobSpec:
 
 
 async def submit_batch(
-    hub: Hub, specs: Sequence[JobSpec], *, batch_id: str | None, metadata: Mapping[str, Any]
+    hub: Hub,
+    specs: Sequence[JobSpec],
+    *,
+    batch_id: str | None,
+    metadata: Mapping[str, Any],
+    notify_url: str | None = None,
 ) -> tuple[Batch, list[Job]]:
     batch = Batch(
         batch_id=batch_id or f"batch-{ULID()}",
         total=len(specs),
         created_at=time.time(),
         metadata=dict(metadata),
+        notify_url=notify_url,
     )
     await hub.store.create_batch(batch)  # first: every job is counted as it is registered
     jobs = []

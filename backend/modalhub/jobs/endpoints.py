@@ -12,7 +12,7 @@ from modalhub.ingest.schemas import Identifier
 from modalhub.jobs import batches, service
 from modalhub.jobs.manifests import write_manifest
 from modalhub.security import OperatorDep
-from modalhub.storage.models import Job, JobStatus
+from modalhub.storage.models import Job, JobStatus, NotifyStatus
 from modalhub.storage.protocols import BatchExistsError, JobFilter, JobIdTakenError
 
 router = APIRouter(tags=["jobs"])
@@ -135,6 +135,9 @@ class BatchSubmission(BaseModel):
     jobs: list[JobSubmission] = Field(min_length=1, max_length=1000)
     batch_id: Identifier | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    notify_url: NotifyUrl | None = Field(
+        default=None, description="told once, when the batch's last job has ended"
+    )
 
 
 class SubmittedBatch(BaseModel):
@@ -155,6 +158,11 @@ class BatchView(BaseModel):
     manifest_uri: str | None
     metadata: dict[str, Any]
     jobs_url: str
+    notify_url: str | None
+    notify_status: NotifyStatus | None
+    notify_attempts: int
+    notify_error: str | None
+    notified_at: float | None
 
 
 @router.post("/api/v3/batches", status_code=status.HTTP_202_ACCEPTED, response_model=SubmittedBatch)
@@ -178,7 +186,11 @@ async def submit_batch(
     ]
     try:
         batch, jobs = await batches.submit_batch(
-            hub, specs, batch_id=submission.batch_id, metadata=submission.metadata
+            hub,
+            specs,
+            batch_id=submission.batch_id,
+            metadata=submission.metadata,
+            notify_url=_notify_url(hub, submission.notify_url),
         )
     except BatchExistsError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
@@ -210,6 +222,11 @@ async def get_batch(batch_id: str, request: Request, hub: HubDep, _: OperatorDep
         manifest_uri=batch.manifest_uri,
         metadata=batch.metadata,
         jobs_url=jobs_url,
+        notify_url=batch.notify_url,
+        notify_status=batch.notify_status,
+        notify_attempts=batch.notify_attempts,
+        notify_error=batch.notify_error,
+        notified_at=batch.notified_at,
     )
 
 

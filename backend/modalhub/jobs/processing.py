@@ -147,7 +147,8 @@ class EventProcessor:
                 applied = await process_entries(self.store, self.blobs, entries)
                 handled += len(entries)
                 if self.on_notification_due is not None and any(
-                    a.job is not None and a.job.notify_status is NotifyStatus.PENDING
+                    (a.job is not None and a.job.notify_status is NotifyStatus.PENDING)
+                    or a.completed_batch is not None  # its batch may have one
                     for a in applied
                 ):
                     self.on_notification_due()

@@ -29,7 +29,7 @@ async def run_worker(settings: Settings, *, parent_pid: int | None = None) -> No
     store, blobs = build_job_store(settings), build_blob_store(settings)
     await store.open()
     await blobs.open()
-    notifier = build_notifier(settings, store)
+    notifier = build_notifier(settings, store, blobs)
     processor = EventProcessor(
         store,
         blobs,

@@ -1,10 +1,12 @@
-"""One attempt to tell a subscriber that a job ended: a signed POST to its notify_url.
+"""One attempt to tell a subscriber that a job ended, or a batch completed: a signed POST
+to its notify_url.
 
 The request is a Standard Webhooks message (``webhook-id``, ``webhook-timestamp``,
 ``webhook-signature`` over ``id.timestamp.body``), so a receiver verifies it with the
 ``standardwebhooks`` or ``svix`` library and the hub's notify secret. The body:
 
     {"type": "job.succeeded", "timestamp": "2026-01-15T10:30:00Z", "data": {<the job>}}
+    {"type": "batch.completed", "timestamp": ..., "data": {<the batch, with manifest_uri>}}
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import httpx
 
 from modalhub import __version__
 from modalhub.notifications.outbox import AttemptResult
-from modalhub.storage.models import Job, job_to_dict
+from modalhub.storage.models import Batch, Job, batch_to_dict, job_to_dict
 from modalhub_sdk.signing import sign_standard
 
 # Bookkeeping of the outbox itself: not part of what the subscriber is told.
@@ -31,33 +33,43 @@ _PRIVATE_FIELDS = frozenset(
 _MAX_ERROR_TEXT = 300
 
 
-def notification_id(job: Job) -> str:
-    """The same for every attempt, so receivers can drop repeats."""
-    return f"ntf_{job.job_id}"
+def notification_id(subject: Job | Batch) -> str:
+    """The same for every attempt, so receivers can drop repeats; the prefixes keep a
+    job's and a batch's ids apart whatever ids they were given."""
+    if isinstance(subject, Job):
+        return f"ntf_job_{subject.job_id}"
+    return f"ntf_batch_{subject.batch_id}"
 
 
-def notification_body(job: Job) -> bytes:
-    data = {key: value for key, value in job_to_dict(job).items() if key not in _PRIVATE_FIELDS}
-    ended = job.finished_at or job.updated_at
+def notification_body(subject: Job | Batch) -> bytes:
+    if isinstance(subject, Job):
+        kind, record = f"job.{subject.status.value}", job_to_dict(subject)
+        ended = subject.finished_at or subject.updated_at
+    else:
+        kind, record = "batch.completed", batch_to_dict(subject)
+        ended = subject.completed_at or subject.created_at
+    data = {key: value for key, value in record.items() if key not in _PRIVATE_FIELDS}
     message: dict[str, Any] = {
-        "type": f"job.{job.status.value}",
+        "type": kind,
         "timestamp": datetime.fromtimestamp(ended, UTC).isoformat().replace("+00:00", "Z"),
         "data": data,
     }
     return json.dumps(message, separators=(",", ":"), default=repr).encode()
 
 
-async def deliver(client: httpx.AsyncClient, job: Job, keys: Sequence[bytes]) -> AttemptResult:
+async def deliver(
+    client: httpx.AsyncClient, subject: Job | Batch, keys: Sequence[bytes]
+) -> AttemptResult:
     """One POST; the caller bounds its total time (the client's timeouts are per phase)."""
-    assert job.notify_url is not None
-    body = notification_body(job)
+    assert subject.notify_url is not None
+    body = notification_body(subject)
     headers = {
-        **sign_standard(body, keys, event_id=notification_id(job)),
+        **sign_standard(body, keys, event_id=notification_id(subject)),
         "content-type": "application/json",
         "user-agent": f"modalhub/{__version__}",
     }
     try:
-        response = await client.post(job.notify_url, content=body, headers=headers)
+        response = await client.post(subject.notify_url, content=body, headers=headers)
     except httpx.HTTPError as exc:  # refused, reset, timed out, bad URL at connect time
         return AttemptResult(delivered=False, error=_clip(f"{type(exc).__name__}: {exc}"))
     if response.is_success:

@@ -1,8 +1,8 @@
 """The loop that sends due notifications, beside the event processor (same process).
 
-Each round reads the due jobs, claims each in its own store transaction (so any number
+Each round reads the due jobs and batches, claims each in its own store transaction (so any number
 of notifiers may run), sends the claimed ones concurrently and settles each. It runs
-every ``poll_seconds`` and whenever the processor finishes a job that has a notify_url.
+every ``poll_seconds`` and whenever the processor ends a job (or batch) that has one.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -21,10 +22,11 @@ import structlog
 
 from modalhub import metrics
 from modalhub.config import Settings
+from modalhub.jobs.manifests import write_manifest
 from modalhub.notifications import outbox
-from modalhub.notifications.delivery import deliver
-from modalhub.storage.models import Job, NotifyStatus
-from modalhub.storage.protocols import JobStore, StoreUnavailableError
+from modalhub.notifications.delivery import deliver, notification_id
+from modalhub.storage.models import Batch, Job, NotifyStatus
+from modalhub.storage.protocols import BlobStore, JobStore, StoreUnavailableError
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +39,7 @@ class Notifier:
     def __init__(
         self,
         store: JobStore,
+        blobs: BlobStore | None = None,
         *,
         keys: Sequence[bytes],
         policy: outbox.RetryPolicy,
@@ -45,6 +48,7 @@ class Notifier:
         concurrency: int,
     ) -> None:
         self.store = store
+        self.blobs = blobs  # for batch manifests
         self.keys = list(keys)
         self.policy = policy
         self.timeout = timeout
@@ -62,44 +66,41 @@ class Notifier:
         due = await self.store.due_notifications(now=now, limit=self.concurrency)
         if not due:
             return 0
-        claim = functools.partial(
-            outbox.claim, now=now, lease_seconds=self.timeout + LEASE_MARGIN_SECONDS
-        )
+        lease = self.timeout + LEASE_MARGIN_SECONDS
         claimed = [
-            job
-            for job in await asyncio.gather(*(self.store.update_job(j.job_id, claim) for j in due))
-            if job is not None
+            subject
+            for subject in await asyncio.gather(
+                *(self._update(s, outbox.claim, now=now, lease_seconds=lease) for s in due)
+            )
+            if subject is not None
         ]
         client = self._client or self._new_client()
         try:
-            await asyncio.gather(*(self._attempt(client, job) for job in claimed))
+            await asyncio.gather(*(self._attempt(client, subject) for subject in claimed))
         finally:
             if client is not self._client:
                 await client.aclose()
         return len(claimed)
 
-    async def _attempt(self, client: httpx.AsyncClient, job: Job) -> None:
-        if not self.keys:  # the API refuses notify_url without a secret; an old job may have one
-            result = outbox.AttemptResult(
-                delivered=False, error="no MODALHUB_NOTIFY_SECRET to sign with"
-            )
-        else:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    result = await deliver(client, job, self.keys)
-            except TimeoutError:
-                result = outbox.AttemptResult(
-                    delivered=False, error=f"no answer within {self.timeout:g} s"
-                )
-        settle = functools.partial(
+    async def _update(
+        self, subject: Job | Batch, step: Callable[..., Any], **arguments: Any
+    ) -> Job | Batch | None:
+        """Run an outbox step on the stored record, in one store transaction."""
+        if isinstance(subject, Job):
+            return await self.store.update_job(subject.job_id, functools.partial(step, **arguments))
+        return await self.store.update_batch(subject.batch_id, functools.partial(step, **arguments))
+
+    async def _attempt(self, client: httpx.AsyncClient, subject: Job | Batch) -> None:
+        result = await self._deliver(client, subject)
+        settled = await self._update(
+            subject,
             outbox.settle,
-            attempt=job.notify_attempts,
+            attempt=subject.notify_attempts,
             result=result,
             policy=self.policy,
             now=time.time(),
             jitter=random.uniform(0.8, 1.2),
         )
-        settled = await self.store.update_job(job.job_id, settle)
         if settled is None:
             outcome = "superseded"  # another notifier's attempt settled it
         elif settled.notify_status is NotifyStatus.PENDING:
@@ -111,12 +112,31 @@ class Notifier:
         log.log(
             logging.INFO if result.delivered else logging.WARNING,
             f"notification {outcome}",
-            job_id=job.job_id,
-            host=urlsplit(job.notify_url or "").netloc,  # not the URL: it may hold a token
-            attempt=job.notify_attempts,
+            notification=notification_id(subject),
+            host=urlsplit(subject.notify_url or "").netloc,  # not the URL: it may hold a token
+            attempt=subject.notify_attempts,
             error=result.error,
             next_attempt_in=round(due - time.time(), 1) if due is not None else None,
         )
+
+    async def _deliver(
+        self, client: httpx.AsyncClient, subject: Job | Batch
+    ) -> outbox.AttemptResult:
+        if not self.keys:  # the API refuses notify_url without a secret; an old record may have one
+            return outbox.AttemptResult(
+                delivered=False, error="no MODALHUB_NOTIFY_SECRET to sign with"
+            )
+        if isinstance(subject, Batch) and subject.manifest_uri is None and self.blobs:
+            # Its manifest is written after the transaction that completed it; make sure
+            # (create-only, so harmless if the processor is writing it too).
+            subject.manifest_uri = await write_manifest(self.store, self.blobs, subject.batch_id)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await deliver(client, subject, self.keys)
+        except TimeoutError:
+            return outbox.AttemptResult(
+                delivered=False, error=f"no answer within {self.timeout:g} s"
+            )
 
     def _new_client(self) -> httpx.AsyncClient:
         # Redirects are not followed: a notify_url that moved fails visibly on the job.
@@ -148,9 +168,10 @@ class Notifier:
                     await self._wake.wait()
 
 
-def build_notifier(settings: Settings, store: JobStore) -> Notifier:
+def build_notifier(settings: Settings, store: JobStore, blobs: BlobStore) -> Notifier:
     return Notifier(
         store,
+        blobs,
         keys=settings.notify_keys,
         policy=outbox.RetryPolicy(
             max_attempts=settings.notify_max_attempts,

@@ -1,7 +1,8 @@
-"""The notification outbox kept on each job: pure steps the notifier runs in the store.
+"""The notification outbox kept on each job and batch: pure steps the notifier runs in
+the store.
 
-A job that ends with a ``notify_url`` is marked pending in the same transaction as its
-terminal state (``Job.schedule_notification``). A notifier then *claims* it: one store
+A job or batch that ends with a ``notify_url`` is marked pending in the same transaction
+that ends it (``Notifiable.schedule_notification``). A notifier then *claims* it: one store
 transaction counts the attempt and pushes ``notify_due_at`` past the attempt's deadline,
 so replicas do not send it at the same time, and a notifier that dies mid-attempt leaves
 it to be claimed again once that lease runs out. After the attempt it *settles* it:
@@ -12,8 +13,11 @@ every attempt carries the same ``webhook-id`` so a receiver can drop repeats.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
-from modalhub.storage.models import Job, NotifyStatus
+from modalhub.storage.models import Notifiable, NotifyStatus
+
+N = TypeVar("N", bound=Notifiable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +43,8 @@ class AttemptResult:
     permanent: bool = False  # the receiver asked us to stop (410 Gone)
 
 
-def claim(job: Job, *, now: float, lease_seconds: float) -> Job | None:
-    """The job with one more attempt under way, or None if it is not due (any more)."""
+def claim(job: N, *, now: float, lease_seconds: float) -> N | None:
+    """The record with one more attempt under way, or None if it is not due (any more)."""
     if job.notify_status is not NotifyStatus.PENDING:
         return None
     if job.notify_due_at is None or job.notify_due_at > now:
@@ -51,14 +55,14 @@ def claim(job: Job, *, now: float, lease_seconds: float) -> Job | None:
 
 
 def settle(
-    job: Job,
+    job: N,
     *,
     attempt: int,
     result: AttemptResult,
     policy: RetryPolicy,
     now: float,
     jitter: float = 1.0,
-) -> Job | None:
+) -> N | None:
     """Record the outcome of attempt number ``attempt``; None: nothing to record."""
     if job.notify_status is not NotifyStatus.PENDING:
         return None  # settled meanwhile (another notifier's attempt got through)
@@ -81,9 +85,9 @@ def settle(
     return job
 
 
-def redeliver(job: Job, *, now: float) -> Job | None:
-    """Send an ended job's notification again, from a fresh count of attempts."""
-    if job.notify_url is None or not job.status.terminal:
+def redeliver(job: N, *, now: float) -> N | None:
+    """Send an ended job's (or batch's) notification again, with a fresh set of attempts."""
+    if job.notify_url is None or not job.ended:
         return None
     job.schedule_notification(now=now)
     return job

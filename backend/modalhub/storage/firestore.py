@@ -24,6 +24,7 @@ Every call is bounded by ``timeout`` seconds and every backend failure surfaces 
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import hashlib
 import json
@@ -63,6 +64,7 @@ from modalhub.storage.models import (
 )
 from modalhub.storage.protocols import (
     AppliedEntry,
+    BatchChangeFn,
     BatchExistsError,
     ChangeFn,
     DecideFn,
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from modalhub.config import Settings
 
 T = TypeVar("T")
+R = TypeVar("R", Job, Batch)  # a record updated in place
 _Snapshot = DocumentSnapshot[AsyncDocumentReference]
 
 # A document holds at most 1 MiB; the rest of an inbox document is small.
@@ -437,7 +440,11 @@ class FirestoreStore:
         return batch.batch_id if completed else None
 
     def _batch_fields(self, batch: Batch) -> dict[str, Any]:
-        return {"batch_id": batch.batch_id, "doc": json.dumps(batch_to_dict(batch))}
+        return {
+            "batch_id": batch.batch_id,
+            "doc": json.dumps(batch_to_dict(batch)),
+            "notify_due_at": batch.notify_due_at,
+        }
 
     async def create_batch(self, batch: Batch) -> None:
         ref = self._db.collection(self.batches_collection).document(document_id(batch.batch_id))
@@ -457,7 +464,7 @@ class FirestoreStore:
 
         async def read() -> Batch | None:
             snapshot = await ref.get(retry=self._retry(), timeout=self.timeout)
-            return batch_from_dict(json.loads(snapshot.get("doc"))) if snapshot.exists else None
+            return _batch_from_snapshot(snapshot)
 
         return await self._bounded("get_batch", read)
 
@@ -600,29 +607,56 @@ class FirestoreStore:
 
     async def update_job(self, job_id: str, change: ChangeFn) -> Job | None:
         ref = self._db.collection(self.jobs_collection).document(document_id(job_id))
+        return await self._update(
+            "update_job", ref, _job_from_snapshot, change, self._job_fields, key=job_id
+        )
 
+    async def update_batch(self, batch_id: str, change: BatchChangeFn) -> Batch | None:
+        ref = self._db.collection(self.batches_collection).document(document_id(batch_id))
+        return await self._update(
+            "update_batch", ref, _batch_from_snapshot, change, self._batch_fields, key=batch_id
+        )
+
+    async def _update(
+        self,
+        what: str,
+        ref: AsyncDocumentReference,
+        load: Callable[[_Snapshot], R | None],
+        change: Callable[[R], R | None],
+        fields: Callable[[R], dict[str, Any]],
+        *,
+        key: str,
+    ) -> R | None:
         @async_transactional
-        async def run(transaction: AsyncTransaction) -> Job | None:
+        async def run(transaction: AsyncTransaction) -> R | None:
             (snapshot,) = await self._read(transaction, ref)
-            before = _job_from_snapshot(snapshot)
-            after = change(dataclasses.replace(before)) if before is not None else None
+            before = load(snapshot)
+            after = change(copy.deepcopy(before)) if before is not None else None
             if before is None or after is None:
                 return None
             try:
                 check_change(before, after)
             except ValueError as exc:
                 raise _PassThroughError(exc) from None
-            transaction.set(ref, self._job_fields(after))
+            transaction.set(ref, fields(after))
             return after
 
-        return await self._transact("update_job", job_id, run)
+        return await self._transact(what, key, run)
 
-    async def due_notifications(self, *, now: float, limit: int) -> list[Job]:
-        query = self._due_notifications_query(now, limit)
+    async def due_notifications(self, *, now: float, limit: int) -> list[Job | Batch]:
+        jobs = self._due_notifications_query(self.jobs_collection, now, limit)
+        batches = self._due_notifications_query(self.batches_collection, now, limit)
 
-        async def read() -> list[Job]:
-            snapshots = await query.get(retry=self._retry(), timeout=self.timeout)
-            return [job for s in snapshots if (job := _job_from_snapshot(s)) is not None]
+        async def read() -> list[Job | Batch]:
+            found: list[Job | Batch] = []
+            for snapshot in await jobs.get(retry=self._retry(), timeout=self.timeout):
+                if (job := _job_from_snapshot(snapshot)) is not None:
+                    found.append(job)
+            for snapshot in await batches.get(retry=self._retry(), timeout=self.timeout):
+                if (batch := _batch_from_snapshot(snapshot)) is not None:
+                    found.append(batch)
+            found.sort(key=lambda subject: subject.notify_due_at or 0.0)
+            return found[:limit]
 
         return await self._bounded("due_notifications", read)
 
@@ -665,11 +699,11 @@ class FirestoreStore:
             query = query.start_after({"created_at": after[0], "job_id": after[1]})
         return query.limit(limit)
 
-    def _due_notifications_query(self, now: float, limit: int) -> AsyncQuery:
-        # One field, so Firestore's automatic single-field index serves it. Jobs
+    def _due_notifications_query(self, collection: str, now: float, limit: int) -> AsyncQuery:
+        # One field, so Firestore's automatic single-field index serves it. Records
         # without a due notification have null there, which a range filter never matches.
         return (
-            self._db.collection(self.jobs_collection)
+            self._db.collection(collection)
             .where(filter=FieldFilter("notify_due_at", "<=", float(now)))
             .order_by("notify_due_at")
             .limit(limit)
@@ -777,6 +811,10 @@ def _reraise_transaction_error(what: str, exc: Exception) -> None:
     if isinstance(exc, ValueError) and not isinstance(exc, _BACKEND_ERRORS):
         # The client's own transaction state errors ("failed to commit in N attempts").
         raise StoreUnavailableError(f"firestore {what}: {_describe(exc)}") from exc
+
+
+def _batch_from_snapshot(snapshot: _Snapshot) -> Batch | None:
+    return batch_from_dict(json.loads(snapshot.get("doc"))) if snapshot.exists else None
 
 
 def _job_from_snapshot(snapshot: _Snapshot) -> Job | None:

@@ -50,8 +50,37 @@ class InboxEntry:
     source: str = "webhook"
 
 
+@dataclass(slots=True, kw_only=True)
+class Notifiable:
+    """What jobs and batches share: an outbox for telling their ``notify_url`` they ended.
+
+    When the record ends, the same transaction marks its notification pending, so it is
+    sent even if the process dies right after (notifications/outbox.py does the rest).
+    """
+
+    notify_url: str | None = None
+    notify_status: NotifyStatus | None = None
+    notify_attempts: int = 0
+    notify_due_at: float | None = None  # when the next attempt may start; None: none due
+    notify_error: str | None = None  # why the last attempt failed
+    notified_at: float | None = None
+
+    @property
+    def ended(self) -> bool:
+        raise NotImplementedError
+
+    def schedule_notification(self, *, now: float) -> None:
+        """Mark the notification due now, if there is somewhere to send it."""
+        if self.notify_url is None:
+            return
+        self.notify_status = NotifyStatus.PENDING
+        self.notify_attempts = 0
+        self.notify_due_at = now
+        self.notify_error = None
+
+
 @dataclass(slots=True)
-class Job:
+class Job(Notifiable):
     job_id: str
     call_id: str | None
     status: JobStatus
@@ -73,27 +102,14 @@ class Job:
     events_seen: int = 0  # inbox entries processed for this job, each exactly once
     last_event_at: int | None = None
     completed_by: str | None = None  # which path set the terminal state ("webhook", ...)
-    # The job's outbox: when a job with a notify_url ends, the same transaction marks
-    # its notification pending, so it is sent even if the process dies right after.
-    notify_url: str | None = None
-    notify_status: NotifyStatus | None = None
-    notify_attempts: int = 0
-    notify_due_at: float | None = None  # when the next attempt may start; None: none due
-    notify_error: str | None = None  # why the last attempt failed
-    notified_at: float | None = None
 
-    def schedule_notification(self, *, now: float) -> None:
-        """Mark the notification due now, if the job has somewhere to send it."""
-        if self.notify_url is None:
-            return
-        self.notify_status = NotifyStatus.PENDING
-        self.notify_attempts = 0
-        self.notify_due_at = now
-        self.notify_error = None
+    @property
+    def ended(self) -> bool:
+        return self.status.terminal
 
 
 @dataclass(slots=True)
-class Batch:
+class Batch(Notifiable):
     """Jobs submitted together; ``counts`` (jobs per status) change in the same
     transaction as the jobs, so the batch completes exactly when its last job does."""
 
@@ -104,6 +120,10 @@ class Batch:
     completed_at: float | None = None
     manifest_uri: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> bool:
+        return self.completed_at is not None
 
     @property
     def finished(self) -> int:
@@ -123,6 +143,7 @@ class Batch:
         self.counts[new.value] = self.counts.get(new.value, 0) + 1
         if self.completed_at is None and self.finished >= self.total:
             self.completed_at = now
+            self.schedule_notification(now=now)  # in the same write as the completion
             return True
         return False
 
@@ -132,7 +153,10 @@ def batch_to_dict(batch: Batch) -> dict[str, Any]:
 
 
 def batch_from_dict(data: dict[str, Any]) -> Batch:
-    return Batch(**{key: value for key, value in data.items() if key in Batch.__dataclass_fields__})
+    known = {key: value for key, value in data.items() if key in Batch.__dataclass_fields__}
+    if known.get("notify_status") is not None:
+        known["notify_status"] = NotifyStatus(known["notify_status"])
+    return Batch(**known)
 
 
 def job_to_dict(job: Job) -> dict[str, Any]:

@@ -68,14 +68,24 @@ class Decision:
 # hub has never seen the call) and the entry. Pure: it may run more than once on retry.
 DecideFn = Callable[[Job | None, InboxEntry], Decision]
 
-# A change to one job outside the inbox (its notification bookkeeping). Pure, like DecideFn.
+# A change to one job or batch outside the inbox (its notification bookkeeping). Pure,
+# like DecideFn: it may run more than once.
 ChangeFn = Callable[[Job], Job | None]
+BatchChangeFn = Callable[[Batch], Batch | None]
+
+# What only the inbox may move: batch counts must stay exact.
+_FIXED = {
+    Job: ("job_id", "status", "batch_id"),
+    Batch: ("batch_id", "total", "counts", "completed_at"),
+}
 
 
-def check_change(before: Job, after: Job) -> None:
-    fixed = ("job_id", "status", "batch_id")
-    if any(getattr(after, name) != getattr(before, name) for name in fixed):
-        raise ValueError("update_job may not change a job's id, status or batch")
+def check_change(before: Job | Batch, after: Job | Batch) -> None:
+    fixed = _FIXED[type(before)]
+    if type(after) is not type(before) or any(
+        getattr(after, name) != getattr(before, name) for name in fixed
+    ):
+        raise ValueError(f"an update may not change {', '.join(fixed)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +164,15 @@ class JobStore(Protocol):
     async def update_job(self, job_id: str, change: ChangeFn) -> Job | None:
         """Atomically read the job, apply ``change`` and write what it returns (None:
         leave the job as it is). Returns the job written, or None. ``change`` may run
-        more than once; it must not move the job's status or batch (only the inbox does,
-        so batch counts stay exact): ValueError if it does."""
+        more than once; it must not move the job's id, status or batch (only the inbox
+        does, so batch counts stay exact): ValueError if it does."""
 
-    async def due_notifications(self, *, now: float, limit: int) -> list[Job]:
-        """Jobs whose notification is due (``notify_due_at <= now``), earliest first."""
+    async def update_batch(self, batch_id: str, change: BatchChangeFn) -> Batch | None:
+        """As ``update_job``, for a batch; ``change`` may not move its counts or completion."""
+
+    async def due_notifications(self, *, now: float, limit: int) -> list[Job | Batch]:
+        """Jobs and batches whose notification is due (``notify_due_at <= now``), earliest
+        first."""
 
     async def list_jobs(
         self, job_filter: JobFilter, *, limit: int, cursor: str | None = None

@@ -12,6 +12,7 @@ only after the commit returned: nothing is acknowledged before it is durable.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import json
 import sqlite3
@@ -34,6 +35,7 @@ from modalhub.storage.models import (
 )
 from modalhub.storage.protocols import (
     AppliedEntry,
+    BatchChangeFn,
     BatchExistsError,
     ChangeFn,
     DecideFn,
@@ -84,7 +86,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at);
 CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY,
-    doc      TEXT NOT NULL
+    doc      TEXT NOT NULL,
+    notify_due_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, job_id);
@@ -92,9 +95,12 @@ CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, job_id);
 # Run after SCHEMA: columns added since a data directory may have been created.
 MIGRATIONS = {
     ("jobs", "notify_due_at"): "ALTER TABLE jobs ADD COLUMN notify_due_at REAL",
+    ("batches", "notify_due_at"): "ALTER TABLE batches ADD COLUMN notify_due_at REAL",
 }
 INDEXES_AFTER_MIGRATIONS = """
 CREATE INDEX IF NOT EXISTS jobs_notify_due ON jobs (notify_due_at)
+    WHERE notify_due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS batches_notify_due ON batches (notify_due_at)
     WHERE notify_due_at IS NOT NULL;
 """
 
@@ -229,8 +235,8 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO batches (batch_id, doc) VALUES (?, ?)",
-                    (batch.batch_id, json.dumps(batch_to_dict(batch))),
+                    "INSERT INTO batches (batch_id, doc, notify_due_at) VALUES (?, ?, ?)",
+                    (batch.batch_id, json.dumps(batch_to_dict(batch)), batch.notify_due_at),
                 )
             except sqlite3.IntegrityError:
                 raise BatchExistsError(f"batch {batch.batch_id!r} exists already") from None
@@ -269,7 +275,7 @@ class SqliteStore:
     async def update_job(self, job_id: str, change: ChangeFn) -> Job | None:
         def op(conn: sqlite3.Connection) -> Job | None:
             before = _load_job(conn, "job_id", job_id)
-            after = change(dataclasses.replace(before)) if before is not None else None
+            after = change(copy.deepcopy(before)) if before is not None else None
             if before is None or after is None:
                 return None
             check_change(before, after)
@@ -279,15 +285,39 @@ class SqliteStore:
         result: Job | None = await self._run(op, kind=ATOMIC)
         return result
 
-    async def due_notifications(self, *, now: float, limit: int) -> list[Job]:
-        def op(conn: sqlite3.Connection) -> list[Job]:
-            rows = conn.execute(
-                "SELECT doc FROM jobs WHERE notify_due_at <= ? ORDER BY notify_due_at LIMIT ?",
-                (now, limit),
-            )
-            return [job_from_dict(json.loads(row[0])) for row in rows]
+    async def update_batch(self, batch_id: str, change: BatchChangeFn) -> Batch | None:
+        def op(conn: sqlite3.Connection) -> Batch | None:
+            before = _load_batch(conn, batch_id)
+            after = change(copy.deepcopy(before)) if before is not None else None
+            if before is None or after is None:
+                return None
+            check_change(before, after)
+            _write_batch(conn, after)
+            return after
 
-        result: list[Job] = await self._run(op, kind=READ)
+        result: Batch | None = await self._run(op, kind=ATOMIC)
+        return result
+
+    async def due_notifications(self, *, now: float, limit: int) -> list[Job | Batch]:
+        def op(conn: sqlite3.Connection) -> list[Job | Batch]:
+            rows = conn.execute(
+                "SELECT * FROM ("
+                " SELECT 'job', doc, notify_due_at FROM jobs WHERE notify_due_at <= ?"
+                " ORDER BY notify_due_at LIMIT ?)"
+                " UNION ALL SELECT * FROM ("
+                " SELECT 'batch', doc, notify_due_at FROM batches WHERE notify_due_at <= ?"
+                " ORDER BY notify_due_at LIMIT ?)"
+                " ORDER BY 3 LIMIT ?",
+                (now, limit, now, limit, limit),
+            )
+            return [
+                job_from_dict(json.loads(doc))
+                if kind == "job"
+                else batch_from_dict(json.loads(doc))
+                for kind, doc, _ in rows
+            ]
+
+        result: list[Job | Batch] = await self._run(op, kind=READ)
         return result
 
     async def list_jobs(
@@ -436,8 +466,8 @@ def _load_batch(conn: sqlite3.Connection, batch_id: str) -> Batch | None:
 
 def _write_batch(conn: sqlite3.Connection, batch: Batch) -> None:
     conn.execute(
-        "UPDATE batches SET doc = ? WHERE batch_id = ?",
-        (json.dumps(batch_to_dict(batch)), batch.batch_id),
+        "UPDATE batches SET doc = ?, notify_due_at = ? WHERE batch_id = ?",
+        (json.dumps(batch_to_dict(batch)), batch.notify_due_at, batch.batch_id),
     )
 
 
