@@ -64,7 +64,7 @@ def test_a_job_run_by_the_executor_notifies_its_subscriber(hub: HubProcess) -> N
     assert data["call_id"] == submitted["call_id"] and data["completed_by"] == "webhook"
     assert data["result"] == {"limit": 200_000, "primes": 17_984, "largest": 199_999}
     job = job_of(hub, submitted["job_id"])
-    assert job["notify_status"] == "delivered" and job["notify_attempts"] == 1
+    assert (job["notification"]["status"], job["notification"]["attempts"]) == ("delivered", 1)
 
 
 def test_an_undelivered_notification_survives_kill_9(hub: HubProcess) -> None:
@@ -72,11 +72,11 @@ def test_an_undelivered_notification_survives_kill_9(hub: HubProcess) -> None:
     submitted = submit(hub, f"http://127.0.0.1:{port}/hooks/jobs", limit=2_000)
     deadline = time.monotonic() + 60
     job = job_of(hub, submitted["job_id"])
-    while job["notify_attempts"] < 2 and time.monotonic() < deadline:
+    while job["notification"]["attempts"] < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
         job = job_of(hub, submitted["job_id"])
-    assert job["status"] == "succeeded" and job["notify_status"] == "pending", job
-    assert "ConnectError" in job["notify_error"]
+    assert job["status"] == "succeeded" and job["notification"]["status"] == "pending", job
+    assert "ConnectError" in job["notification"]["error"]
 
     hub.kill9()  # the hub and its worker die with the notification still owed
     receiver = Receiver(port=port).start()
@@ -88,7 +88,8 @@ def test_an_undelivered_notification_survives_kill_9(hub: HubProcess) -> None:
     assert [r.webhook_id for r in receiver.delivered()] == [f"ntf_job_{submitted['job_id']}"]
     assert receiver.received[0].body["data"]["result"]["primes"] == 303
     job = job_of(hub, submitted["job_id"])
-    assert job["notify_status"] == "delivered" and job["notify_attempts"] >= 3
+    assert job["notification"]["status"] == "delivered"
+    assert job["notification"]["attempts"] >= 3
 
 
 def test_a_batch_is_notified_once_with_its_manifest(hub: HubProcess) -> None:

@@ -18,7 +18,7 @@ from modalhub.config import Settings
 from modalhub.hub import Hub
 from modalhub.notifications.notifier import Notifier
 from modalhub.notifications.outbox import RetryPolicy
-from modalhub.storage.models import Job, JobStatus
+from modalhub.storage.models import Job, JobStatus, Notification
 from modalhub.storage.protocols import JobStore
 from modalhub_sdk.signing import parse_secrets
 from tests.helpers import ADMIN_TOKEN, AUTH, CALLBACK_PATH, SECRET, event, free_port, signed
@@ -74,8 +74,9 @@ async def job_when(
     deadline = time.monotonic() + within
     while True:
         job: dict[str, Any] = (await client.get(f"/api/v3/jobs/{job_id}", headers=AUTH)).json()
-        if job["notify_status"] == notify_status or time.monotonic() > deadline:
-            assert job["notify_status"] == notify_status, job
+        status = (job["notification"] or {}).get("status")
+        if status == notify_status or time.monotonic() > deadline:
+            assert status == notify_status, job
             return job
         await asyncio.sleep(0.02)
 
@@ -86,7 +87,7 @@ async def test_a_finished_job_is_posted_to_its_subscriber(
     await track(client, "fc-n1", receiver.url())
     await finish(client, "fc-n1")
     job = await job_when(client, "job-fc-n1", "delivered")
-    assert job["notify_attempts"] == 1 and job["notified_at"] is not None
+    assert job["notification"]["attempts"] == 1 and job["notification"]["delivered_at"]
     (received,) = receiver.received
     assert received.verified and received.path == "/hooks/jobs"
     assert received.webhook_id == "ntf_job_job-fc-n1"
@@ -94,7 +95,7 @@ async def test_a_finished_job_is_posted_to_its_subscriber(
     data = received.body["data"]
     assert (data["job_id"], data["call_id"], data["status"]) == ("job-fc-n1", "fc-n1", "succeeded")
     assert data["result"] == {"answer": 42} and data["execution_time"] == 1.5
-    assert not any(key.startswith("notif") for key in data)  # the outbox's own bookkeeping
+    assert "notification" not in data  # the outbox's own bookkeeping
 
 
 async def test_a_failure_is_notified_with_its_error(
@@ -118,7 +119,7 @@ async def test_failed_attempts_are_retried_until_delivered(client: httpx.AsyncCl
         receiver.stop()
     assert [r.answered for r in receiver.received] == [503, 500, 200]
     assert {r.webhook_id for r in receiver.received} == {"ntf_job_job-fc-n3"}  # one message
-    assert job["notify_attempts"] == 3 and job["notify_error"] is None
+    assert (job["notification"]["attempts"], job["notification"]["error"]) == (3, None)
 
 
 async def test_giving_up_then_redelivering(client: httpx.AsyncClient) -> None:
@@ -127,12 +128,14 @@ async def test_giving_up_then_redelivering(client: httpx.AsyncClient) -> None:
         await track(client, "fc-n4", receiver.url())
         await finish(client, "fc-n4")
         failed = await job_when(client, "job-fc-n4", "failed")
-        assert failed["notify_attempts"] == 3 and failed["notify_error"] == "HTTP 503"
+        owed = failed["notification"]
+        assert (owed["attempts"], owed["error"]) == (3, "HTTP 503")
         await asyncio.sleep(0.3)  # several poll rounds: nothing more is sent
         assert len(receiver.received) == 3
         # The operator fixed the receiver: send it again.
         response = await client.post("/api/v3/jobs/job-fc-n4/notify", headers=AUTH)
-        assert response.status_code == 202 and response.json()["notify_status"] == "pending"
+        assert response.status_code == 202
+        assert response.json()["notification"]["status"] == "pending"
         await job_when(client, "job-fc-n4", "delivered")
     finally:
         receiver.stop()
@@ -147,12 +150,14 @@ async def test_gone_stops_and_a_dead_receiver_gives_up(client: httpx.AsyncClient
         gone = await job_when(client, "job-fc-n5", "failed")
     finally:
         receiver.stop()
-    assert gone["notify_attempts"] == 1 and gone["notify_error"].startswith("HTTP 410")
+    assert gone["notification"]["attempts"] == 1
+    assert gone["notification"]["error"].startswith("HTTP 410")
 
     await track(client, "fc-n6", f"http://127.0.0.1:{free_port()}/nobody")
     await finish(client, "fc-n6")
     dead = await job_when(client, "job-fc-n6", "failed")
-    assert dead["notify_attempts"] == 3 and "ConnectError" in dead["notify_error"]
+    assert dead["notification"]["attempts"] == 3
+    assert "ConnectError" in dead["notification"]["error"]
 
 
 async def test_notify_url_is_checked(client: httpx.AsyncClient, hub: Hub) -> None:
@@ -210,7 +215,7 @@ async def ended_jobs(job_store: JobStore, receiver: Receiver) -> AsyncIterator[l
             status=JobStatus.SUCCEEDED,
             created_at=1.0,
             updated_at=1.0,
-            notify_url=receiver.url(),
+            notification=Notification(receiver.url()),
         )
         job.schedule_notification(now=time.time())
         await job_store.register_job(job)
@@ -244,7 +249,8 @@ async def test_concurrent_notifiers_send_each_notification_once(
     assert ids == sorted(f"ntf_job_{job_id}" for job_id in ended_jobs)
     for job_id in ended_jobs:
         job = await job_store.get_job(job_id)
-        assert job is not None and job.notify_status == "delivered" and job.notify_attempts == 1
+        assert job is not None and job.notification is not None
+        assert (job.notification.status, job.notification.attempts) == ("delivered", 1)
 
 
 async def test_a_batch_job_that_could_not_spawn_is_notified(
@@ -279,10 +285,10 @@ async def test_a_batch_tells_its_subscriber_when_it_completes(
     assert data["batch_id"] == "b-n1" and data["counts"] == {"failed": 2}
     assert data["manifest_uri"] and data["manifest_uri"].endswith("manifest.json")
     view = (await client.get("/api/v3/batches/b-n1", headers=AUTH)).json()
-    assert view["notify_status"] == "delivered" and view["notify_attempts"] == 1
+    assert (view["notification"]["status"], view["notification"]["attempts"]) == ("delivered", 1)
 
     again = await client.post("/api/v3/batches/b-n1/notify", headers=AUTH)
-    assert again.status_code == 202 and again.json()["notify_status"] == "pending"
+    assert again.status_code == 202 and again.json()["notification"]["status"] == "pending"
     await asyncio.to_thread(receiver.wait_for, 2)
     assert [r.webhook_id for r in receiver.received] == ["ntf_batch_b-n1"] * 2
     missing = await client.post("/api/v3/batches/b-nope/notify", headers=AUTH)

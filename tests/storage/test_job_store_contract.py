@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from modalhub.storage.models import Batch, InboxEntry, Job, JobStatus, NotifyStatus
+from modalhub.storage.models import Batch, InboxEntry, Job, JobStatus, Notification, NotifyStatus
 from modalhub.storage.protocols import (
     BatchExistsError,
     Decision,
@@ -289,11 +289,11 @@ async def test_batch_counts_move_with_their_jobs_and_complete_once(job_store: Jo
     assert await job_store.get_batch("b-nope") is None
 
 
-def notify_due(due_at: float) -> Callable[[Job], Job | None]:
+def notify_due(due_at: float | None) -> Callable[[Job], Job | None]:
     def change(job: Job) -> Job | None:
-        job.notify_url = "http://127.0.0.1:9/hook"
-        job.notify_status = NotifyStatus.PENDING
-        job.notify_due_at = due_at
+        job.notification = Notification("http://127.0.0.1:9/hook")
+        job.notification.status = NotifyStatus.PENDING
+        job.notification.due_at = due_at
         return job
 
     return change
@@ -308,7 +308,7 @@ async def test_due_notifications_are_earliest_first(job_store: JobStore) -> None
     assert [job.job_id for job in due] == ["job-n1", "job-n3", "job-n0"]
     assert [j.job_id for j in await job_store.due_notifications(now=50.0, limit=1)] == ["job-n1"]
     # Settled (due_at cleared): no longer due.
-    await job_store.update_job("job-n1", lambda job: dataclasses.replace(job, notify_due_at=None))
+    await job_store.update_job("job-n1", notify_due(None))
     assert [j.job_id for j in await job_store.due_notifications(now=15.0, limit=10)] == []
 
 
@@ -317,17 +317,18 @@ async def test_update_job_is_atomic_under_concurrency(job_store: JobStore) -> No
     await job_store.update_job("job-u", notify_due(10.0))
 
     def claim(job: Job) -> Job | None:
-        if job.notify_due_at is None or job.notify_due_at > 10.0:
+        if job.notification is None or (job.notification.due_at or 1e9) > 10.0:
             return None
-        job.notify_attempts += 1
-        job.notify_due_at = 100.0
+        job.notification.attempts += 1
+        job.notification.due_at = 100.0
         return job
 
     claims = await asyncio.gather(*(job_store.update_job("job-u", claim) for _ in range(5)))
     assert sum(job is not None for job in claims) == 1  # one claimant, however many tried
     stored = await job_store.get_job("job-u")
-    assert stored is not None and stored.notify_attempts == 1
-    assert stored.notify_status is NotifyStatus.PENDING and stored.notify_due_at == 100.0
+    assert stored is not None and stored.notification is not None
+    assert (stored.notification.attempts, stored.notification.due_at) == (1, 100.0)
+    assert stored.notification.status is NotifyStatus.PENDING
     assert await job_store.update_job("job-missing", claim) is None
 
 
@@ -342,7 +343,7 @@ async def test_update_job_may_not_move_status_or_batch(job_store: JobStore) -> N
 
 
 async def test_a_completing_batch_owes_its_notification(job_store: JobStore) -> None:
-    batch = Batch(batch_id="b-n", total=1, created_at=1.0, notify_url="http://127.0.0.1:9/b")
+    batch = Batch("b-n", total=1, created_at=1.0, notification=Notification("http://x/b"))
     await job_store.create_batch(batch)
     await job_store.register_job(registered("job-bn", "fc-bn", batch_id="b-n"))
     await job_store.register_job(registered("job-jn", "fc-jn"))
@@ -356,7 +357,8 @@ async def test_a_completing_batch_owes_its_notification(job_store: JobStore) -> 
     due = await job_store.due_notifications(now=time.time() + 1, limit=5)
     assert [type(s).__name__ for s in due] == ["Job", "Batch"]  # earliest first
     stored = due[1]
-    assert isinstance(stored, Batch) and stored.notify_status is NotifyStatus.PENDING
+    assert isinstance(stored, Batch) and stored.notification is not None
+    assert stored.notification.status is NotifyStatus.PENDING
     assert [type(s).__name__ for s in await job_store.due_notifications(now=2.0, limit=5)] == [
         "Job"
     ]
@@ -366,13 +368,13 @@ async def test_update_batch_keeps_its_counts(job_store: JobStore) -> None:
     await job_store.create_batch(Batch(batch_id="b-u", total=2, created_at=1.0))
 
     def touch(batch: Batch) -> Batch:
-        batch.notify_error = "HTTP 500"
+        batch.metadata["seen"] = True
         return batch
 
     updated = await job_store.update_batch("b-u", touch)
-    assert updated is not None and updated.notify_error == "HTTP 500"
+    assert updated is not None and updated.metadata == {"seen": True}
     stored = await job_store.get_batch("b-u")
-    assert stored is not None and stored.notify_error == "HTTP 500"
+    assert stored is not None and stored.metadata == {"seen": True}
 
     def recount(batch: Batch) -> Batch:
         batch.counts["succeeded"] = 2  # in place: still caught

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from modalhub.storage.models import Job, JobStatus, NotifyStatus, job_to_dict
+from modalhub.storage.models import Job, JobStatus, Notification, job_to_dict
 from modalhub.storage.sqlite import SqliteStore
 
 # The jobs table before notifications existed (no notify_due_at column).
@@ -36,15 +36,15 @@ async def test_an_old_database_is_migrated_in_place(tmp_path: Path) -> None:
             found = await store.get_job("job-old")
             assert found is not None and found.app == "numerics"
             if opening == 0:
-                assert found.notify_status is None and found.notify_attempts == 0
+                assert found.notification is None
 
             def schedule(job: Job) -> Job:
-                job.notify_url = "http://127.0.0.1:9/hook"
+                job.notification = Notification("http://127.0.0.1:9/hook")
                 job.schedule_notification(now=5.0)
                 return job
 
             await store.update_job("job-old", schedule)
             due = await store.due_notifications(now=10.0, limit=5)
-            assert [(j.job_id, j.notify_status) for j in due] == [("job-old", NotifyStatus.PENDING)]
+            assert [(j.job_id, j.notify_due_at) for j in due] == [("job-old", 5.0)]
         finally:
             await store.close()

@@ -15,7 +15,7 @@ from modalhub.executions.protocols import ExecutorUnavailableError, UnknownFunct
 from modalhub.hub import Hub
 from modalhub.jobs.manifests import write_manifest
 from modalhub.jobs.service import pending_job, submit_job
-from modalhub.storage.models import Batch, Job, JobStatus
+from modalhub.storage.models import Batch, Job, JobStatus, Notification
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,7 @@ async def submit_batch(
         total=len(specs),
         created_at=time.time(),
         metadata=dict(metadata),
-        notify_url=notify_url,
+        notification=Notification(notify_url) if notify_url else None,
     )
     await hub.store.create_batch(batch)  # first: every job is counted as it is registered
     jobs = []

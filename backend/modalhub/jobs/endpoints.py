@@ -12,7 +12,7 @@ from modalhub.ingest.schemas import Identifier
 from modalhub.jobs import batches, service
 from modalhub.jobs.manifests import write_manifest
 from modalhub.security import OperatorDep
-from modalhub.storage.models import Job, JobStatus, NotifyStatus
+from modalhub.storage.models import Job, JobStatus, Notification
 from modalhub.storage.protocols import BatchExistsError, JobFilter, JobIdTakenError
 
 router = APIRouter(tags=["jobs"])
@@ -158,11 +158,7 @@ class BatchView(BaseModel):
     manifest_uri: str | None
     metadata: dict[str, Any]
     jobs_url: str
-    notify_url: str | None
-    notify_status: NotifyStatus | None
-    notify_attempts: int
-    notify_error: str | None
-    notified_at: float | None
+    notification: Notification | None
 
 
 @router.post("/api/v3/batches", status_code=status.HTTP_202_ACCEPTED, response_model=SubmittedBatch)
@@ -222,11 +218,7 @@ async def get_batch(batch_id: str, request: Request, hub: HubDep, _: OperatorDep
         manifest_uri=batch.manifest_uri,
         metadata=batch.metadata,
         jobs_url=jobs_url,
-        notify_url=batch.notify_url,
-        notify_status=batch.notify_status,
-        notify_attempts=batch.notify_attempts,
-        notify_error=batch.notify_error,
-        notified_at=batch.notified_at,
+        notification=batch.notification,
     )
 
 

@@ -24,7 +24,7 @@ from modalhub.ingest.schemas import CallbackEvent, EventType
 from modalhub.jobs.manifests import write_manifest
 from modalhub.jobs.results import store_result
 from modalhub.jobs.state import StoredResult, apply_event
-from modalhub.storage.models import InboxEntry, Job, NotifyStatus
+from modalhub.storage.models import InboxEntry, Job
 from modalhub.storage.protocols import (
     AppliedEntry,
     BlobStore,
@@ -147,7 +147,7 @@ class EventProcessor:
                 applied = await process_entries(self.store, self.blobs, entries)
                 handled += len(entries)
                 if self.on_notification_due is not None and any(
-                    (a.job is not None and a.job.notify_status is NotifyStatus.PENDING)
+                    (a.job is not None and a.job.notify_due_at is not None)
                     or a.completed_batch is not None  # its batch may have one
                     for a in applied
                 ):

@@ -19,7 +19,7 @@ from modalhub.executions.protocols import ExecutionState, ExecutionStatus
 from modalhub.hub import Hub
 from modalhub.ingest.schemas import EventType
 from modalhub.jobs.processing import process_entries
-from modalhub.storage.models import InboxEntry, Job, JobStatus
+from modalhub.storage.models import InboxEntry, Job, JobStatus, Notification
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +54,7 @@ def pending_job(
         function=function,
         batch_id=batch_id,
         metadata=dict(metadata or {}),
-        notify_url=notify_url,
+        notification=Notification(notify_url) if notify_url else None,
     )
 
 

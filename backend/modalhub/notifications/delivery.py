@@ -25,11 +25,6 @@ from modalhub.notifications.outbox import AttemptResult
 from modalhub.storage.models import Batch, Job, batch_to_dict, job_to_dict
 from modalhub_sdk.signing import sign_standard
 
-# Bookkeeping of the outbox itself: not part of what the subscriber is told.
-_PRIVATE_FIELDS = frozenset(
-    {"notify_url", "notify_status", "notify_attempts", "notify_due_at", "notify_error"}
-    | {"notified_at"}
-)
 _MAX_ERROR_TEXT = 300
 
 
@@ -48,11 +43,11 @@ def notification_body(subject: Job | Batch) -> bytes:
     else:
         kind, record = "batch.completed", batch_to_dict(subject)
         ended = subject.completed_at or subject.created_at
-    data = {key: value for key, value in record.items() if key not in _PRIVATE_FIELDS}
+    record.pop("notification")  # the outbox's own bookkeeping, and the URL
     message: dict[str, Any] = {
         "type": kind,
         "timestamp": datetime.fromtimestamp(ended, UTC).isoformat().replace("+00:00", "Z"),
-        "data": data,
+        "data": record,
     }
     return json.dumps(message, separators=(",", ":"), default=repr).encode()
 
@@ -61,7 +56,7 @@ async def deliver(
     client: httpx.AsyncClient, subject: Job | Batch, keys: Sequence[bytes]
 ) -> AttemptResult:
     """One POST; the caller bounds its total time (the client's timeouts are per phase)."""
-    assert subject.notify_url is not None
+    assert subject.notification is not None
     body = notification_body(subject)
     headers = {
         **sign_standard(body, keys, event_id=notification_id(subject)),
@@ -69,7 +64,7 @@ async def deliver(
         "user-agent": f"modalhub/{__version__}",
     }
     try:
-        response = await client.post(subject.notify_url, content=body, headers=headers)
+        response = await client.post(subject.notification.url, content=body, headers=headers)
     except httpx.HTTPError as exc:  # refused, reset, timed out, bad URL at connect time
         return AttemptResult(delivered=False, error=_clip(f"{type(exc).__name__}: {exc}"))
     if response.is_success:

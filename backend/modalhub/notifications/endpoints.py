@@ -44,7 +44,7 @@ async def redeliver_batch_notification(
 
 
 def _check_redeliverable(hub: Hub, record: Notifiable, name: str, not_ended: str) -> None:
-    if record.notify_url is None:
+    if record.notification is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"{name} has no notify_url")
     if not record.ended:
         raise HTTPException(

@@ -91,30 +91,34 @@ class Notifier:
         return await self.store.update_batch(subject.batch_id, functools.partial(step, **arguments))
 
     async def _attempt(self, client: httpx.AsyncClient, subject: Job | Batch) -> None:
+        claimed = subject.notification
+        assert claimed is not None  # claim() returns only records that have one
         result = await self._deliver(client, subject)
         settled = await self._update(
             subject,
             outbox.settle,
-            attempt=subject.notify_attempts,
+            attempt=claimed.attempts,
             result=result,
             policy=self.policy,
             now=time.time(),
             jitter=random.uniform(0.8, 1.2),
         )
-        if settled is None:
+        owed = settled.notification if settled is not None else None
+        if owed is None:
             outcome = "superseded"  # another notifier's attempt settled it
-        elif settled.notify_status is NotifyStatus.PENDING:
+        elif owed.status is NotifyStatus.PENDING:
             outcome = "retrying"
         else:
-            outcome = str(settled.notify_status)
+            outcome = str(owed.status)
         metrics.NOTIFICATIONS.labels(outcome).inc()
-        due = settled.notify_due_at if settled is not None else None
+        due = owed.due_at if owed is not None else None
         log.log(
             logging.INFO if result.delivered else logging.WARNING,
             f"notification {outcome}",
             notification=notification_id(subject),
-            host=urlsplit(subject.notify_url or "").netloc,  # not the URL: it may hold a token
-            attempt=subject.notify_attempts,
+            # Not the URL: it may hold a token.
+            host=urlsplit(claimed.url).netloc,
+            attempt=claimed.attempts,
             error=result.error,
             next_attempt_in=round(due - time.time(), 1) if due is not None else None,
         )

@@ -43,19 +43,20 @@ class AttemptResult:
     permanent: bool = False  # the receiver asked us to stop (410 Gone)
 
 
-def claim(job: N, *, now: float, lease_seconds: float) -> N | None:
+def claim(record: N, *, now: float, lease_seconds: float) -> N | None:
     """The record with one more attempt under way, or None if it is not due (any more)."""
-    if job.notify_status is not NotifyStatus.PENDING:
+    owed = record.notification
+    if owed is None or owed.status is not NotifyStatus.PENDING:
         return None
-    if job.notify_due_at is None or job.notify_due_at > now:
+    if owed.due_at is None or owed.due_at > now:
         return None
-    job.notify_attempts += 1
-    job.notify_due_at = now + lease_seconds
-    return job
+    owed.attempts += 1
+    owed.due_at = now + lease_seconds
+    return record
 
 
 def settle(
-    job: N,
+    record: N,
     *,
     attempt: int,
     result: AttemptResult,
@@ -64,30 +65,29 @@ def settle(
     jitter: float = 1.0,
 ) -> N | None:
     """Record the outcome of attempt number ``attempt``; None: nothing to record."""
-    if job.notify_status is not NotifyStatus.PENDING:
+    owed = record.notification
+    if owed is None or owed.status is not NotifyStatus.PENDING:
         return None  # settled meanwhile (another notifier's attempt got through)
     if result.delivered:
-        job.notify_status = NotifyStatus.DELIVERED
-        job.notify_due_at = None
-        job.notify_error = None
-        job.notified_at = now
-        return job
-    if job.notify_attempts != attempt:
+        owed.status = NotifyStatus.DELIVERED
+        owed.due_at = None
+        owed.error = None
+        owed.delivered_at = now
+        return record
+    if owed.attempts != attempt:
         return None  # our lease ran out and another attempt started: it decides
-    job.notify_error = result.error
+    owed.error = result.error
     if result.permanent or attempt >= policy.max_attempts:
-        job.notify_status = NotifyStatus.FAILED
-        job.notify_due_at = None
+        owed.status = NotifyStatus.FAILED
+        owed.due_at = None
     else:
-        job.notify_due_at = now + policy.delay(
-            attempt, retry_after=result.retry_after, jitter=jitter
-        )
-    return job
+        owed.due_at = now + policy.delay(attempt, retry_after=result.retry_after, jitter=jitter)
+    return record
 
 
-def redeliver(job: N, *, now: float) -> N | None:
+def redeliver(record: N, *, now: float) -> N | None:
     """Send an ended job's (or batch's) notification again, with a fresh set of attempts."""
-    if job.notify_url is None or not job.ended:
+    if record.notification is None or not record.ended:
         return None
-    job.schedule_notification(now=now)
-    return job
+    record.notification.schedule(now=now)
+    return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -50,33 +51,47 @@ class InboxEntry:
     source: str = "webhook"
 
 
-@dataclass(slots=True, kw_only=True)
-class Notifiable:
-    """What jobs and batches share: an outbox for telling their ``notify_url`` they ended.
+@dataclass(slots=True)
+class Notification:
+    """A job's or batch's outbox entry for its ``notify_url``: owed once the record ends.
 
-    When the record ends, the same transaction marks its notification pending, so it is
-    sent even if the process dies right after (notifications/outbox.py does the rest).
+    The record's ending transaction marks it pending, so it is sent even if the process
+    dies right after (notifications/outbox.py does the rest).
     """
 
-    notify_url: str | None = None
-    notify_status: NotifyStatus | None = None
-    notify_attempts: int = 0
-    notify_due_at: float | None = None  # when the next attempt may start; None: none due
-    notify_error: str | None = None  # why the last attempt failed
-    notified_at: float | None = None
+    url: str
+    status: NotifyStatus | None = None  # None until the record ends
+    attempts: int = 0
+    due_at: float | None = None  # when the next attempt may start; None: none due
+    error: str | None = None  # why the last attempt failed
+    delivered_at: float | None = None
+
+    def schedule(self, *, now: float) -> None:
+        """Due now, from a fresh count of attempts."""
+        self.status = NotifyStatus.PENDING
+        self.attempts = 0
+        self.due_at = now
+        self.error = None
+
+
+class Notifiable:
+    """What jobs and batches share: an optional notification, owed once they end."""
+
+    __slots__ = ()
+    notification: Notification | None
 
     @property
     def ended(self) -> bool:
         raise NotImplementedError
 
+    @property
+    def notify_due_at(self) -> float | None:
+        """The field the stores index to find due notifications."""
+        return self.notification.due_at if self.notification is not None else None
+
     def schedule_notification(self, *, now: float) -> None:
-        """Mark the notification due now, if there is somewhere to send it."""
-        if self.notify_url is None:
-            return
-        self.notify_status = NotifyStatus.PENDING
-        self.notify_attempts = 0
-        self.notify_due_at = now
-        self.notify_error = None
+        if self.notification is not None:
+            self.notification.schedule(now=now)
 
 
 @dataclass(slots=True)
@@ -102,6 +117,7 @@ class Job(Notifiable):
     events_seen: int = 0  # inbox entries processed for this job, each exactly once
     last_event_at: int | None = None
     completed_by: str | None = None  # which path set the terminal state ("webhook", ...)
+    notification: Notification | None = None
 
     @property
     def ended(self) -> bool:
@@ -120,6 +136,7 @@ class Batch(Notifiable):
     completed_at: float | None = None
     manifest_uri: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    notification: Notification | None = None  # owed when its last job ends
 
     @property
     def ended(self) -> bool:
@@ -148,25 +165,38 @@ class Batch(Notifiable):
         return False
 
 
+def _to_dict(record: Job | Batch) -> dict[str, Any]:
+    data = {name: getattr(record, name) for name in type(record).__dataclass_fields__}
+    if record.notification is not None:
+        data["notification"] = dataclasses.asdict(record.notification)
+    return data
+
+
+def _notification(data: dict[str, Any]) -> None:
+    found = data.get("notification")
+    if found is not None:
+        if found.get("status") is not None:
+            found = {**found, "status": NotifyStatus(found["status"])}
+        data["notification"] = Notification(**found)
+
+
 def batch_to_dict(batch: Batch) -> dict[str, Any]:
-    return {name: getattr(batch, name) for name in Batch.__dataclass_fields__}
+    return _to_dict(batch)
 
 
 def batch_from_dict(data: dict[str, Any]) -> Batch:
     known = {key: value for key, value in data.items() if key in Batch.__dataclass_fields__}
-    if known.get("notify_status") is not None:
-        known["notify_status"] = NotifyStatus(known["notify_status"])
+    _notification(known)
     return Batch(**known)
 
 
 def job_to_dict(job: Job) -> dict[str, Any]:
     """A JSON-ready copy of the job (the API and the stores share this shape)."""
-    return {name: getattr(job, name) for name in Job.__dataclass_fields__}
+    return _to_dict(job)
 
 
 def job_from_dict(data: dict[str, Any]) -> Job:
     known = {key: value for key, value in data.items() if key in Job.__dataclass_fields__}
     known["status"] = JobStatus(known["status"])
-    if known.get("notify_status") is not None:
-        known["notify_status"] = NotifyStatus(known["notify_status"])
+    _notification(known)
     return Job(**known)

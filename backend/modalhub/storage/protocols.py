@@ -45,8 +45,8 @@ def merge_registration(existing: Job, registered: Job) -> Job:
     existing.function = existing.function or registered.function
     existing.batch_id = existing.batch_id or registered.batch_id
     existing.metadata = {**registered.metadata, **existing.metadata}
-    if existing.notify_url is None and registered.notify_url is not None:
-        existing.notify_url = registered.notify_url
+    if existing.notification is None and registered.notification is not None:
+        existing.notification = registered.notification
         if existing.status.terminal:  # it ended before the registration arrived
             existing.schedule_notification(now=time.time())
     return existing
