@@ -36,6 +36,10 @@ NOTIFICATIONS = Counter(
     " failed: gave up, superseded: another replica's attempt settled it).",
     ["outcome"],
 )
+POLLER_LEADER = Gauge(
+    "modalhub_poller_leader",
+    "1 in the process that holds the poller lease (Modal executor), 0 in the others.",
+)
 
 # Children bound once: a labels() lookup per request is measurable on the ingest path.
 RECEIVED_ACCEPTED = WEBHOOKS_RECEIVED.labels("accepted")

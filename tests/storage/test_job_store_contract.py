@@ -385,3 +385,25 @@ async def test_update_batch_keeps_its_counts(job_store: JobStore) -> None:
     stored = await job_store.get_batch("b-u")
     assert stored is not None and stored.counts == {}
     assert await job_store.update_batch("b-missing", touch) is None
+
+
+async def test_a_lease_has_one_holder_at_a_time(job_store: JobStore) -> None:
+    take = job_store.acquire_lease
+    assert await take("poller", "a", ttl_seconds=30, now=100.0) is True
+    assert await take("poller", "b", ttl_seconds=30, now=110.0) is False  # a's runs
+    assert await take("poller", "a", ttl_seconds=30, now=120.0) is True  # renewed: to 150
+    assert await take("poller", "b", ttl_seconds=30, now=140.0) is False
+    assert await take("other", "b", ttl_seconds=30, now=140.0) is True  # leases are separate
+    assert await take("poller", "b", ttl_seconds=30, now=150.0) is True  # a's ran out
+    assert await take("poller", "a", ttl_seconds=30, now=151.0) is False
+    await job_store.release_lease("poller", "a")  # not a's to give up: no effect
+    assert await take("poller", "a", ttl_seconds=30, now=152.0) is False
+    await job_store.release_lease("poller", "b")
+    assert await take("poller", "a", ttl_seconds=30, now=153.0) is True
+
+
+async def test_concurrent_takers_of_a_free_lease_one_wins(job_store: JobStore) -> None:
+    won = await asyncio.gather(
+        *(job_store.acquire_lease("race", f"h{i}", ttl_seconds=30, now=1.0) for i in range(5))
+    )
+    assert won.count(True) == 1

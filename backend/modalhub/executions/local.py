@@ -138,6 +138,8 @@ def _run_call(
 
 
 class LocalExecutor:
+    shared_calls = False  # a call's process is a child of the hub process that spawned it
+
     def __init__(self, app_files: Sequence[Path], *, hub_url: str, secrets: Sequence[str]) -> None:
         self.app_files = list(app_files)
         self.hub_url = hub_url

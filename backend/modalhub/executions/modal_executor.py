@@ -19,6 +19,8 @@ from modalhub.executions.protocols import (
 
 
 class ModalExecutor:
+    shared_calls = True  # FunctionCall.from_id works from anywhere
+
     def __init__(self, modal: ModuleType | None = None) -> None:
         # Tests pass a fake module with the same surface; tests/executions checks that
         # the fake's names and exception classes match the installed `modal` package.

@@ -43,6 +43,10 @@ class ExecutorUnavailableError(Exception):
 
 
 class Executor(Protocol):
+    # True when any process can ask about any call (Modal): one poller for all replicas
+    # is enough. False when only the process that spawned a call knows it (local).
+    shared_calls: bool
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -5,10 +5,15 @@ by age alone: only what the executor says about the call (seed 002)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 import time
 
 import structlog
+from ulid import ULID
 
+from modalhub import metrics
 from modalhub.executions.protocols import ExecutionState, ExecutorUnavailableError
 from modalhub.hub import Hub
 from modalhub.jobs.service import record_outcome
@@ -18,6 +23,7 @@ from modalhub.storage.protocols import JobFilter, StoreUnavailableError
 log = structlog.get_logger(__name__)
 
 ACTIVE = JobFilter(statuses=frozenset({JobStatus.PENDING, JobStatus.RUNNING}))
+POLLER_LEASE = "poller"
 
 
 async def poll_once(hub: Hub) -> int:
@@ -50,11 +56,36 @@ async def poll_once(hub: Hub) -> int:
 
 
 async def run_poller(hub: Hub) -> None:
-    while True:
-        try:
-            await poll_once(hub)
-        except (StoreUnavailableError, ExecutorUnavailableError) as exc:
-            log.warning("poll skipped: backend unavailable", error=str(exc))
-        except Exception:
-            log.exception("poll failed; will retry")
-        await asyncio.sleep(hub.settings.poll_interval_seconds)
+    """Poll every interval, in every API process. With an executor whose calls any process
+    can ask about (Modal), only the process holding the poller lease polls, so replicas do
+    not multiply the calls to Modal. The lease lasts a few intervals and is renewed each
+    round: when its holder dies, another process takes over within that time."""
+    holder = f"{socket.gethostname()}:{os.getpid()}:{ULID()}"
+    interval = hub.settings.poll_interval_seconds
+    shared = hub.executor.shared_calls
+    leading = False
+    try:
+        while True:
+            try:
+                if shared:
+                    leading = await _hold_lease(hub, holder, leading, ttl=max(3 * interval, 30.0))
+                if leading or not shared:
+                    await poll_once(hub)
+            except (StoreUnavailableError, ExecutorUnavailableError) as exc:
+                log.warning("poll skipped: backend unavailable", error=str(exc))
+            except Exception:
+                log.exception("poll failed; will retry")
+            await asyncio.sleep(interval)
+    finally:
+        if leading:  # hand over at once rather than when the lease runs out
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await hub.store.release_lease(POLLER_LEASE, holder)
+
+
+async def _hold_lease(hub: Hub, holder: str, leading: bool, *, ttl: float) -> bool:
+    held = await hub.store.acquire_lease(POLLER_LEASE, holder, ttl_seconds=ttl, now=time.time())
+    if held != leading:
+        log.info("poller lease taken" if held else "poller lease held elsewhere", holder=holder)
+    metrics.POLLER_LEADER.set(1 if held else 0)
+    return held

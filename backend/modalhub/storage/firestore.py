@@ -12,6 +12,8 @@ Collections (names start with the configured prefix, ``modalhub_`` by default):
   copied beside it.
 - ``{prefix}calls``: call id -> job id, so a transaction reads the job of a call as
   documents (lockable, consistent) rather than through a query.
+- ``{prefix}leases``: one document per background loop that runs once across replicas
+  (the poller): its holder and when the lease expires.
 
 Document ids cannot hold ``/`` and have other limits: ids that are safe are kept as
 they are (readable in the console), any other id becomes ``~`` + its SHA-256 (``~`` never
@@ -159,6 +161,7 @@ class FirestoreStore:
         self.jobs_collection = f"{prefix}jobs"
         self.calls_collection = f"{prefix}calls"
         self.batches_collection = f"{prefix}batches"
+        self.leases_collection = f"{prefix}leases"
         self._client: AsyncClient | None = None
         self._abandoned: set[asyncio.Task[Any]] = set()  # calls that timed out
         self._call_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -642,6 +645,34 @@ class FirestoreStore:
             return after
 
         return await self._transact(what, key, run)
+
+    async def acquire_lease(
+        self, name: str, holder: str, *, ttl_seconds: float, now: float
+    ) -> bool:
+        ref = self._db.collection(self.leases_collection).document(document_id(name))
+
+        @async_transactional
+        async def run(transaction: AsyncTransaction) -> bool:
+            (snapshot,) = await self._read(transaction, ref)
+            data = snapshot.to_dict() if snapshot.exists else None
+            if data and data.get("holder") != holder and float(data["expires_at"]) > now:
+                return False
+            fields = {"name": name, "holder": holder, "expires_at": now + ttl_seconds}
+            transaction.set(ref, fields)
+            return True
+
+        return await self._transact("acquire_lease", f"lease:{name}", run)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        ref = self._db.collection(self.leases_collection).document(document_id(name))
+
+        @async_transactional
+        async def run(transaction: AsyncTransaction) -> None:
+            (snapshot,) = await self._read(transaction, ref)
+            if snapshot.exists and (snapshot.to_dict() or {}).get("holder") == holder:
+                transaction.delete(ref)
+
+        await self._transact("release_lease", f"lease:{name}", run)
 
     async def due_notifications(self, *, now: float, limit: int) -> list[Job | Batch]:
         jobs = self._due_notifications_query(self.jobs_collection, now, limit)

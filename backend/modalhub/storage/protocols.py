@@ -170,6 +170,15 @@ class JobStore(Protocol):
     async def update_batch(self, batch_id: str, change: BatchChangeFn) -> Batch | None:
         """As ``update_job``, for a batch; ``change`` may not move its counts or completion."""
 
+    async def acquire_lease(
+        self, name: str, holder: str, *, ttl_seconds: float, now: float
+    ) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl_seconds``.
+        True if ``holder`` holds it now; False while another holder's lease runs."""
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up, if ``holder`` holds it, so another may take it at once."""
+
     async def due_notifications(self, *, now: float, limit: int) -> list[Job | Batch]:
         """Jobs and batches whose notification is due (``notify_due_at <= now``), earliest
         first."""

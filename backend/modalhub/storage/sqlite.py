@@ -89,6 +89,11 @@ CREATE TABLE IF NOT EXISTS batches (
     doc      TEXT NOT NULL,
     notify_due_at REAL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, job_id);
 """
@@ -297,6 +302,31 @@ class SqliteStore:
 
         result: Batch | None = await self._run(op, kind=ATOMIC)
         return result
+
+    async def acquire_lease(
+        self, name: str, holder: str, *, ttl_seconds: float, now: float
+    ) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT holder, expires_at FROM leases WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None and row[0] != holder and row[1] > now:
+                return False
+            conn.execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+                " expires_at = excluded.expires_at",
+                (name, holder, now + ttl_seconds),
+            )
+            return True
+
+        return bool(await self._run(op, kind=ATOMIC))
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+        await self._run(op, kind=WRITE)
 
     async def due_notifications(self, *, now: float, limit: int) -> list[Job | Batch]:
         def op(conn: sqlite3.Connection) -> list[Job | Batch]:
