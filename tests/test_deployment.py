@@ -55,9 +55,14 @@ def test_manifests_match_cli_and_settings(overlay: str) -> None:
     assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
     api_env = {e["name"]: e["value"] for e in api["containers"][0]["env"]}
     assert api_env["MODALHUB_PROCESSOR"] == "external"  # the worker Deployment applies
+    worker_env = {e["name"]: e["value"] for e in worker["containers"][0]["env"]}
+    metrics_port = worker["containers"][0]["ports"][0]["containerPort"]
+    assert int(worker_env["MODALHUB_WORKER_METRICS_PORT"]) == metrics_port
+    annotations = objects[("Deployment", "modalhub-worker")]["spec"]["template"]["metadata"]
+    assert annotations["annotations"]["prometheus.io/port"] == str(metrics_port)
 
     known = settings_env_names()
-    unknown = [key for key in [*config, *api_env] if key not in known]
+    unknown = [key for key in [*config, *api_env, *worker_env] if key not in known]
     assert not unknown, f"not settings: {unknown}"
     if overlay != "base":
         Settings.model_validate({**config, "MODAL_WEBHOOK_SECRET": "x" * 32})

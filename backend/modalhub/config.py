@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     # itself. external: the API never applies entries; run `modalhub worker` yourself.
     processor: Literal["inline", "worker", "external"] = "worker"
     worker_poll_seconds: float = Field(default=0.05, gt=0, le=60)
+    # `modalhub worker` serves its own Prometheus metrics (processing, notifications) on
+    # this port when set; the API's /metrics covers only the API process.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     processing_stall_seconds: float = Field(default=120.0, gt=0)
 
     # --- notifications to a job's notify_url -------------------------------------

@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 
+import prometheus_client
 import structlog
 
 from modalhub.config import Settings
@@ -26,6 +27,9 @@ log = structlog.get_logger(__name__)
 
 
 async def run_worker(settings: Settings, *, parent_pid: int | None = None) -> None:
+    if settings.worker_metrics_port is not None:
+        # A thread of its own, serving the default registry at any path (/metrics).
+        prometheus_client.start_http_server(settings.worker_metrics_port)
     store, blobs = build_job_store(settings), build_blob_store(settings)
     await store.open()
     await blobs.open()
@@ -46,7 +50,12 @@ async def run_worker(settings: Settings, *, parent_pid: int | None = None) -> No
         asyncio.create_task(processor.run_forever(), name="processor"),
         asyncio.create_task(notifier.run_forever(), name="notifier"),
     ]
-    log.info("worker started", poll_seconds=settings.worker_poll_seconds, parent_pid=parent_pid)
+    log.info(
+        "worker started",
+        poll_seconds=settings.worker_poll_seconds,
+        parent_pid=parent_pid,
+        metrics_port=settings.worker_metrics_port,
+    )
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
