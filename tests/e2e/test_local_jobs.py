@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TOOLBOX = """
 import threading
 import modal
-from modalhub_sdk import report_to_hub
+from modalhub_sdk import report_progress, report_to_hub
 
 app = modal.App("toolbox")
 
@@ -37,6 +37,18 @@ def wait_for_cancel() -> None:
 @app.function()
 def plain_add(a: int, b: int) -> int:  # no SDK: only the poller can tell
     return a + b
+
+@app.cls(timeout=60)
+class Doubler:
+    @modal.enter()
+    def load(self) -> None:
+        self.factor = 2  # a model load, once per container
+
+    @modal.method()
+    @report_to_hub
+    def double(self, x: int) -> dict:
+        report_progress(50, "halfway")
+        return {"value": self.factor * x}
 """
 
 
@@ -91,6 +103,13 @@ def test_example_apps_run_to_completion(hub: HubProcess) -> None:
     assert job["result"]["width"] == 64 and job["result"]["edge_pixels"] > 0
     png = Path(urlparse(job["result_uris"]["edges_png"]).path).read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_method_of_a_modal_cls_reports_like_a_function(hub: HubProcess) -> None:
+    job = wait_until_finished(hub, submit(hub, "toolbox", "Doubler.double", x=21))
+    assert job["status"] == "succeeded" and job["completed_by"] == "webhook"
+    assert job["result"] == {"value": 42} and job["events_seen"] >= 3  # started, progress, end
+    assert (job["app"], job["function"]) == ("toolbox", "Doubler.double")
 
 
 def test_failure_timeout_and_poller(hub: HubProcess) -> None:

@@ -33,6 +33,25 @@ def wait_forever() -> None:
 @app.function()
 async def shout(text: str) -> str:
     return text.upper()
+
+@app.cls(timeout=2)
+class Scaler:
+    factor: int = modal.parameter(default=3)
+
+    @modal.enter()
+    def load(self) -> None:
+        self.offset = 100  # what a model load would set up, once per container
+
+    @modal.method()
+    def scale(self, x: int) -> int:
+        return self.offset + self.factor * x
+
+    @modal.method()
+    def stall(self) -> None:
+        threading.Event().wait()
+
+    def helper(self) -> int:  # not a Modal method: not addressable
+        return 0
 """
 
 
@@ -62,6 +81,8 @@ async def test_functions_are_addressed_by_app_and_name(executor: LocalExecutor) 
         ("toolbox", "explode"),
         ("toolbox", "wait_forever"),
         ("toolbox", "shout"),
+        ("toolbox", "Scaler.scale"),
+        ("toolbox", "Scaler.stall"),
     }
     assert executor.functions[("toolbox", "wait_forever")].timeout == 2
     assert executor.functions[("toolbox", "add")].timeout == 300  # Modal's default
@@ -86,3 +107,16 @@ async def test_results_errors_timeouts_and_cancel(executor: LocalExecutor) -> No
 
     assert (await settle(executor, timed, within=30)).state is ExecutionState.TIMED_OUT
     assert (await executor.status("lc-unknown")).state is ExecutionState.EXPIRED
+
+
+async def test_methods_of_a_modal_cls_run_as_on_modal(executor: LocalExecutor) -> None:
+    assert executor.functions[("toolbox", "Scaler.scale")].timeout == 2  # from @app.cls
+    call_id = await executor.spawn("toolbox", "Scaler.scale", args=[5], kwargs={})
+    status = await settle(executor, call_id)
+    assert (status.state, status.result) == (ExecutionState.SUCCEEDED, 115)  # enter hook ran
+    stalled = await executor.spawn("toolbox", "Scaler.stall", args=[], kwargs={})
+    assert (await settle(executor, stalled)).state is ExecutionState.TIMED_OUT
+    with pytest.raises(UnknownFunctionError, match=r"Scaler\.load"):  # a hook, not a method
+        await executor.spawn("toolbox", "Scaler.load", args=[], kwargs={})
+    with pytest.raises(UnknownFunctionError, match=r"Scaler\.helper"):
+        await executor.spawn("toolbox", "Scaler.helper", args=[], kwargs={})

@@ -1,7 +1,8 @@
 """The local executor: runs the functions of Modal app files in worker processes.
 
 It loads the very files you would `modal deploy` (MODALHUB_LOCAL_APPS) and addresses a
-function by its Modal app name and function name, as Modal does. `modal` is imported,
+function by its Modal app name and function name, as Modal does ("Class.method" for a
+method of a `modal.Cls`). `modal` is imported,
 never contacted: each call runs `Function.local(...)` in a fresh process, with the
 environment a `modal.Secret` would give it on Modal plus MODALHUB_CALL_ID, so the
 worker SDK sends real signed callbacks to the hub over HTTP. Timeouts are the ones the
@@ -63,16 +64,39 @@ class _Declared:
     function: Any  # the modal.Function the decorator returned
 
 
+@dataclass(frozen=True, slots=True)
+class _Method:
+    """A method of a `modal.Cls`, run as Modal runs it locally: a fresh instance (its
+    `@modal.enter()` hooks run first), then the method's own `.local(...)`."""
+
+    cls: Any  # the modal.Cls the decorator returned
+    name: str
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.cls(), self.name).local(*args, **kwargs)
+
+
+def _is_method(modal: Any, instance: Any, name: str) -> bool:
+    """A `@modal.method()` reads as a modal.Function on an instance; a lifecycle hook
+    (`@modal.enter()` ...) is not one, and modal raises when it is read."""
+    try:
+        return isinstance(getattr(instance, name), modal.Function)
+    except Exception:
+        return False
+
+
 @contextlib.contextmanager
 def _recording_functions(found: list[_Declared]) -> Iterator[None]:
-    """Record every `@app.function(...)` applied while the block runs, from the public
-    decorator's own arguments rather than modal's private state."""
+    """Record every `@app.function(...)` and `@app.cls(...)` applied while the block runs,
+    from the public decorators' own arguments rather than modal's private state. A method
+    of a class is named "Class.method", as the Modal executor addresses it."""
     import modal
+    from modal.partial_function import PartialFunction
 
-    original = modal.App.function
+    original_function, original_cls = modal.App.function, modal.App.cls
 
     def function(self: Any, *args: Any, **kwargs: Any) -> Any:
-        wrap = original(self, *args, **kwargs)
+        wrap = original_function(self, *args, **kwargs)
         timeout = float(kwargs.get("timeout") or MODAL_DEFAULT_TIMEOUT)
 
         def register(fn: Any) -> Any:
@@ -83,11 +107,29 @@ def _recording_functions(found: list[_Declared]) -> Iterator[None]:
 
         return register
 
+    def cls(self: Any, *args: Any, **kwargs: Any) -> Any:
+        wrap = original_cls(self, *args, **kwargs)
+        timeout = float(kwargs.get("timeout") or MODAL_DEFAULT_TIMEOUT)
+
+        def register(user_cls: type) -> Any:
+            declared = wrap(user_cls)
+            instance = declared()  # local and lazy: nothing runs until a method is called
+            for name, value in vars(user_cls).items():
+                if isinstance(value, PartialFunction) and _is_method(modal, instance, name):
+                    method = _Method(declared, name)
+                    qualified = f"{user_cls.__name__}.{name}"
+                    found.append(_Declared(self.name, qualified, timeout, method))
+            return declared
+
+        return register
+
     modal.App.function = function  # type: ignore[method-assign]
+    modal.App.cls = cls  # type: ignore[method-assign]
     try:
         yield
     finally:
-        modal.App.function = original  # type: ignore[method-assign]
+        modal.App.function = original_function  # type: ignore[method-assign]
+        modal.App.cls = original_cls  # type: ignore[method-assign]
 
 
 def _import_app_file(path: Path, module_name: str) -> list[_Declared]:
