@@ -57,16 +57,26 @@ async def readyz(hub: HubDep) -> JSONResponse:
 async def webhook_health(hub: HubDep) -> JSONResponse:
     checks = await backend_checks(hub)
     inbox: dict[str, Any] = {"pending": None, "oldest_age_seconds": None}
-    processing_ok = False
+    notifications: dict[str, Any] = {"most_overdue_seconds": None}
+    processing_ok = notifying_ok = False
     if checks["store"]["ok"]:
-        backlog = await hub.store.inbox_backlog()
-        age = time.time() - backlog.oldest_received_at if backlog.oldest_received_at else 0.0
+        now = time.time()
+        backlog, due = await asyncio.gather(hub.store.inbox_backlog(), _oldest_due(hub, now))
+        age = now - backlog.oldest_received_at if backlog.oldest_received_at else 0.0
         inbox = {"pending": backlog.pending, "oldest_age_seconds": round(age, 3)}
         # Processing is judged by what it leaves behind, wherever it runs (this process,
         # a worker process, another replica): nothing waits longer than the stall limit.
         processing_ok = age <= hub.settings.processing_stall_seconds
+        # Likewise notifications: one due long ago means no notifier is sending (a
+        # subscriber that refuses is retried later, so it does not count here).
+        overdue = now - due if due is not None else 0.0
+        notifications = {"most_overdue_seconds": round(overdue, 3)}
+        notifying_ok = overdue <= hub.settings.processing_stall_seconds
     healthy = (
-        all(check["ok"] for check in checks.values()) and hub.verifier is not None and processing_ok
+        all(check["ok"] for check in checks.values())
+        and hub.verifier is not None
+        and processing_ok
+        and notifying_ok
     )
     body = {
         "status": "healthy" if healthy else "unhealthy",
@@ -75,17 +85,24 @@ async def webhook_health(hub: HubDep) -> JSONResponse:
             "hmac_verification": hub.verifier is not None,
             "timestamp_verification": hub.verifier is not None,
             "background_processing": processing_ok,
-            "batch_intelligence": False,
+            "batch_intelligence": True,  # batches counted with their jobs, with manifests
+            "notifications": notifying_ok,
         },
         "checks": {
             **checks,
             "inbox": inbox,
+            "notifications": notifications,
             "processor": hub.settings.processor,
             "secrets_configured": len(hub.settings.webhook_secrets),
             "signature_tolerance_seconds": hub.settings.signature_tolerance_seconds,
         },
     }
     return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+async def _oldest_due(hub: Hub, now: float) -> float | None:
+    due = await hub.store.due_notifications(now=now, limit=1)
+    return due[0].notify_due_at if due else None
 
 
 @router.get("/metrics", include_in_schema=False)
