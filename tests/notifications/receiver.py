@@ -3,6 +3,7 @@ PyPI ``standardwebhooks`` library and answers with scripted status codes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -27,8 +28,11 @@ class Received:
 class Receiver:
     """``answers`` are used in order, one per request; after them every request gets 200."""
 
-    def __init__(self, *answers: int, secret: str = NOTIFY_SECRET, port: int = 0) -> None:
+    def __init__(
+        self, *answers: int, secret: str = NOTIFY_SECRET, port: int = 0, error_body: bytes = b""
+    ) -> None:
         self.answers = list(answers)
+        self.error_body = error_body  # sent with every answer that is not a 2xx
         self.received: list[Received] = []
         self.verifier = Webhook(secret)
         self._lock = threading.Lock()
@@ -64,9 +68,13 @@ class Receiver:
                             verified,
                         )
                     )
+                body = b"" if 200 <= status < 300 else receiver.error_body
                 self.send_response(status)
-                self.send_header("content-length", "0")
+                self.send_header("content-length", str(len(body)))
                 self.end_headers()
+                # The hub stops reading early, as it should for a long error body.
+                with contextlib.suppress(OSError):
+                    self.wfile.write(body)
 
             def log_message(self, *args: Any) -> None:
                 pass

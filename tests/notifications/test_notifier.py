@@ -142,6 +142,18 @@ async def test_giving_up_then_redelivering(client: httpx.AsyncClient) -> None:
     assert [r.answered for r in receiver.received] == [500, 502, 503, 200]
 
 
+async def test_only_the_start_of_an_error_body_is_read(client: httpx.AsyncClient) -> None:
+    receiver = Receiver(500, 500, 500, error_body=b"x" * 20_000_000).start()  # 20 MB each
+    try:
+        await track(client, "fc-big", receiver.url())
+        await finish(client, "fc-big")
+        job = await job_when(client, "job-fc-big", "failed")
+    finally:
+        receiver.stop()
+    error = job["notification"]["error"]
+    assert error.startswith("HTTP 500: xxx") and len(error) <= 300
+
+
 async def test_gone_stops_and_a_dead_receiver_gives_up(client: httpx.AsyncClient) -> None:
     receiver = Receiver(410).start()
     try:

@@ -63,16 +63,30 @@ async def deliver(
         "content-type": "application/json",
         "user-agent": f"modalhub/{__version__}",
     }
+    url = subject.notification.url
     try:
-        response = await client.post(subject.notification.url, content=body, headers=headers)
+        async with client.stream("POST", url, content=body, headers=headers) as response:
+            # Only the start of an error body is kept (shown on the record): never read
+            # more of what a receiver sends than that.
+            excerpt = b"" if response.is_success else await _head(response)
     except httpx.HTTPError as exc:  # refused, reset, timed out, bad URL at connect time
         return AttemptResult(delivered=False, error=_clip(f"{type(exc).__name__}: {exc}"))
     if response.is_success:
         return AttemptResult(delivered=True)
-    error = _clip(f"HTTP {response.status_code}: {response.text.strip()}".rstrip(": "))
+    text = excerpt.decode("utf-8", "replace").strip()
+    error = _clip(f"HTTP {response.status_code}: {text}".rstrip(": "))
     if response.status_code == 410:  # Gone: the receiver asks us to stop
         return AttemptResult(delivered=False, error=error, permanent=True)
     return AttemptResult(delivered=False, error=error, retry_after=_retry_after(response))
+
+
+async def _head(response: httpx.Response) -> bytes:
+    head = b""
+    async for chunk in response.aiter_bytes():
+        head += chunk
+        if len(head) >= _MAX_ERROR_TEXT:
+            break
+    return head[:_MAX_ERROR_TEXT]
 
 
 def _retry_after(response: httpx.Response) -> float | None:
