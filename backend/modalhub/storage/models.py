@@ -27,9 +27,9 @@ TERMINAL_STATUSES = frozenset(
 
 
 class NotifyStatus(StrEnum):
-    """Where a job's notification to its ``notify_url`` stands."""
+    """Where a notification to a job's or batch's ``notify_url`` stands."""
 
-    PENDING = "pending"  # due at notify_due_at (or being delivered under a claim)
+    PENDING = "pending"  # due at its due_at (or being delivered under a claim)
     DELIVERED = "delivered"
     FAILED = "failed"  # every attempt failed; an operator can redeliver
 
