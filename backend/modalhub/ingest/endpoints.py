@@ -45,14 +45,14 @@ async def receive_callback(request: Request) -> Response:
     event_id = (
         webhook.event_id
         if webhook.scheme == "standard" and webhook.event_id
-        else (event.derived_event_id())
+        else event.derived_event_id()
     )
     entry = InboxEntry(
         event_id=event_id,
         call_id=event.call_id,
         type=event.type.value,
         body=callback.body,
-        signed_at=callback.webhook.timestamp,
+        signed_at=webhook.timestamp,
         received_at=time.time(),
     )
     try:

@@ -55,12 +55,11 @@ class Notifier:
         self.poll_seconds = poll_seconds
         self.concurrency = concurrency
         self._wake = asyncio.Event()
-        self._client: httpx.AsyncClient | None = None
 
     def wake(self) -> None:
         self._wake.set()
 
-    async def send_due(self) -> int:
+    async def send_due(self, client: httpx.AsyncClient) -> int:
         """Claim and attempt the notifications due now; return how many were attempted."""
         now = time.time()
         due = await self.store.due_notifications(now=now, limit=self.concurrency)
@@ -74,12 +73,7 @@ class Notifier:
             )
             if subject is not None
         ]
-        client = self._client or self._new_client()
-        try:
-            await asyncio.gather(*(self._attempt(client, subject) for subject in claimed))
-        finally:
-            if client is not self._client:
-                await client.aclose()
+        await asyncio.gather(*(self._attempt(client, subject) for subject in claimed))
         return len(claimed)
 
     async def _update(
@@ -142,24 +136,17 @@ class Notifier:
                 delivered=False, error=f"no answer within {self.timeout:g} s"
             )
 
-    def _new_client(self) -> httpx.AsyncClient:
-        # Redirects are not followed: a notify_url that moved fails visibly on the job.
-        return httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
-
     async def run_forever(self) -> None:
-        async with self._new_client() as client:
-            self._client = client
-            try:
-                await self._loop()
-            finally:
-                self._client = None
+        # Redirects are not followed: a notify_url that moved fails visibly on the job.
+        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+            await self._loop(client)
 
-    async def _loop(self) -> None:
+    async def _loop(self, client: httpx.AsyncClient) -> None:
         while True:
             self._wake.clear()
             attempted = 0
             try:
-                attempted = await self.send_due()
+                attempted = await self.send_due(client)
             except StoreUnavailableError as exc:
                 log.warning("notifications paused: store unavailable", error=str(exc))
             except Exception:

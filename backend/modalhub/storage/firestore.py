@@ -26,7 +26,6 @@ Every call is bounded by ``timeout`` seconds and every backend failure surfaces 
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import hashlib
 import json
@@ -74,8 +73,9 @@ from modalhub.storage.protocols import (
     JobFilter,
     JobIdTakenError,
     JobPage,
+    R,
     StoreUnavailableError,
-    check_change,
+    apply_change,
     decode_cursor,
     derived_job_id,
     encode_cursor,
@@ -86,7 +86,6 @@ if TYPE_CHECKING:
     from modalhub.config import Settings
 
 T = TypeVar("T")
-R = TypeVar("R", Job, Batch)  # a record updated in place
 _Snapshot = DocumentSnapshot[AsyncDocumentReference]
 
 # A document holds at most 1 MiB; the rest of an inbox document is small.
@@ -633,15 +632,12 @@ class FirestoreStore:
         @async_transactional
         async def run(transaction: AsyncTransaction) -> R | None:
             (snapshot,) = await self._read(transaction, ref)
-            before = load(snapshot)
-            after = change(copy.deepcopy(before)) if before is not None else None
-            if before is None or after is None:
-                return None
             try:
-                check_change(before, after)
+                after = apply_change(load(snapshot), change)
             except ValueError as exc:
                 raise _PassThroughError(exc) from None
-            transaction.set(ref, fields(after))
+            if after is not None:
+                transaction.set(ref, fields(after))
             return after
 
         return await self._transact(what, key, run)

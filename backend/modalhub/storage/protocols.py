@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from modalhub.storage.models import Batch, InboxEntry, Job, JobStatus
 
@@ -73,6 +74,8 @@ DecideFn = Callable[[Job | None, InboxEntry], Decision]
 ChangeFn = Callable[[Job], Job | None]
 BatchChangeFn = Callable[[Batch], Batch | None]
 
+R = TypeVar("R", Job, Batch)
+
 # What only the inbox may move: batch counts must stay exact.
 _FIXED = {
     Job: ("job_id", "status", "batch_id"),
@@ -80,12 +83,17 @@ _FIXED = {
 }
 
 
-def check_change(before: Job | Batch, after: Job | Batch) -> None:
+def apply_change(before: R | None, change: Callable[[R], R | None]) -> R | None:
+    """What ``update_job``/``update_batch`` write: ``change`` applied to a copy (so the
+    check sees what it moved, even in place), or None to leave the record as it is.
+    ValueError if it moved what only the inbox may."""
+    if before is None:
+        return None
+    after = change(copy.deepcopy(before))
     fixed = _FIXED[type(before)]
-    if type(after) is not type(before) or any(
-        getattr(after, name) != getattr(before, name) for name in fixed
-    ):
+    if after is not None and any(getattr(after, n) != getattr(before, n) for n in fixed):
         raise ValueError(f"an update may not change {', '.join(fixed)}")
+    return after
 
 
 @dataclass(frozen=True, slots=True)

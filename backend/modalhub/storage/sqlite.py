@@ -12,7 +12,6 @@ only after the commit returned: nothing is acknowledged before it is durable.
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import json
 import sqlite3
@@ -44,7 +43,7 @@ from modalhub.storage.protocols import (
     JobIdTakenError,
     JobPage,
     StoreUnavailableError,
-    check_change,
+    apply_change,
     decode_cursor,
     derived_job_id,
     encode_cursor,
@@ -279,12 +278,9 @@ class SqliteStore:
 
     async def update_job(self, job_id: str, change: ChangeFn) -> Job | None:
         def op(conn: sqlite3.Connection) -> Job | None:
-            before = _load_job(conn, "job_id", job_id)
-            after = change(copy.deepcopy(before)) if before is not None else None
-            if before is None or after is None:
-                return None
-            check_change(before, after)
-            _write_job(conn, after, new=False)
+            after = apply_change(_load_job(conn, "job_id", job_id), change)
+            if after is not None:
+                _write_job(conn, after, new=False)
             return after
 
         result: Job | None = await self._run(op, kind=ATOMIC)
@@ -292,12 +288,9 @@ class SqliteStore:
 
     async def update_batch(self, batch_id: str, change: BatchChangeFn) -> Batch | None:
         def op(conn: sqlite3.Connection) -> Batch | None:
-            before = _load_batch(conn, batch_id)
-            after = change(copy.deepcopy(before)) if before is not None else None
-            if before is None or after is None:
-                return None
-            check_change(before, after)
-            _write_batch(conn, after)
+            after = apply_change(_load_batch(conn, batch_id), change)
+            if after is not None:
+                _write_batch(conn, after)
             return after
 
         result: Batch | None = await self._run(op, kind=ATOMIC)
